@@ -1,0 +1,229 @@
+"""Building blocks shared by the diffusion transformer and the SAME autoencoder.
+
+Parameter names here are our own; `checkpoint.py` maps the official state-dict keys onto them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attend
+
+__all__ = [
+    "RMSNorm",
+    "DynamicTanh",
+    "ExpoFourierFeatures",
+    "GLUFeedForward",
+    "Rotary",
+    "apply_rotary",
+    "Attention",
+    "MLP",
+]
+
+
+class RMSNorm(nn.Module):
+    """`x / sqrt(mean(x^2) + eps) * gamma` (no bias). `force_fp32` computes the statistic in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, force_fp32: bool = False) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+        self.force_fp32 = force_fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if self.force_fp32:
+            x = x.float()
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.gamma.to(y.dtype)).to(dtype)
+
+
+class DynamicTanh(nn.Module):
+    """DyT normalisation: `gamma * tanh(alpha * x) + beta` with a scalar `alpha`."""
+
+    def __init__(self, dim: int, alpha_init: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), alpha_init))
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.beta = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.tanh(self.alpha * x) + self.beta
+
+
+class ExpoFourierFeatures(nn.Module):
+    """Fourier features with exponentially spaced frequencies in [0.5, 10000]; output `[cos, sin]`.
+
+    Always computed in float32 and cast back to the input dtype, as the released models expect.
+    """
+
+    def __init__(self, dim: int, min_freq: float = 0.5, max_freq: float = 10000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"ExpoFourierFeatures needs an even dim, got {dim}")
+        self.dim = dim
+        self.log_range = (math.log(min_freq), math.log(max_freq))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (...,) -> (..., dim)."""
+        dtype = u.dtype
+        ramp = torch.linspace(0.0, 1.0, self.dim // 2, dtype=torch.float32, device=u.device)
+        lo, hi = self.log_range
+        freqs = torch.exp(ramp * (hi - lo) + lo)
+        angles = ((u.float()[..., None] * freqs) * 2) * math.pi
+        return torch.cat([angles.cos(), angles.sin()], dim=-1).to(dtype)
+
+
+class MLP(nn.Module):
+    """Two linear layers with a SiLU in between (`W2 silu(W1 x + b1) + b2`)."""
+
+    def __init__(self, dim_in: int, dim_hidden: int, dim_out: int, bias: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim_in, dim_hidden, bias=bias)
+        self.fc2 = nn.Linear(dim_hidden, dim_out, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+class GLUFeedForward(nn.Module):
+    """Gated feed-forward: `W_out (a * act(b)) + b_out` with `[a, b] = split(W_in x + b_in)`.
+
+    `act` is SiLU, or `sin(pi x)` for the "sinusoidal" blocks of the SAME-L decoder.
+    """
+
+    def __init__(self, dim: int, inner: int, sinusoidal: bool = False) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(dim, 2 * inner)
+        self.proj_out = nn.Linear(inner, dim)
+        self.sinusoidal = sinusoidal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj_in(x).chunk(2, dim=-1)
+        act = torch.sin(gate * 3.14159265359) if self.sinusoidal else F.silu(gate)
+        return self.proj_out(value * act)
+
+
+class Rotary(nn.Module):
+    """Rotary position angles over the first `dim` head channels (half-split layout).
+
+    `inv_freq` is a persistent buffer because the released checkpoints store it.
+    """
+
+    def __init__(self, dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.dim = dim
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """Angles (n, dim) in float32 for positions 0..n-1."""
+        pos = torch.arange(n, device=device or self.inv_freq.device, dtype=torch.float32)
+        theta = pos[:, None] * self.inv_freq.float()[None, :]
+        return torch.cat([theta, theta], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `angles.shape[-1]` channels of x (..., n, d) in float32; the rest pass through."""
+    r = angles.shape[-1]
+    xf = x.float()
+    rot, rest = xf[..., :r], xf[..., r:]
+    a, b = rot.chunk(2, dim=-1)
+    rotated = rot * angles.cos() + torch.cat([-b, a], dim=-1) * angles.sin()
+    return torch.cat([rotated, rest], dim=-1)
+
+
+def _qk_norm(kind: str | None, dim_head: int, eps: float) -> nn.Module:
+    if kind in (None, "none"):
+        return nn.Identity()
+    if kind == "rms":
+        return RMSNorm(dim_head, eps=eps)
+    if kind == "dyt":
+        return DynamicTanh(dim_head)
+    raise ValueError(f"unsupported qk_norm {kind!r} (expected 'rms', 'dyt' or none)")
+
+
+class Attention(nn.Module):
+    """Multi-head attention, optionally differential (`Attn(q,k,v) - Attn(q',k',v)`, shared v).
+
+    Self-attention uses one fused projection (`to_qkv`: q, k, v[, q', k']); cross-attention projects
+    queries (`to_q`: q[, q']) and context (`to_kv`: k[, k'], v) separately.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_head: int,
+        *,
+        cross: bool = False,
+        dim_context: int | None = None,
+        differential: bool = False,
+        qk_norm: str | None = "rms",
+        qk_norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if dim % dim_head:
+            raise ValueError(f"attention width {dim} is not a multiple of the head size {dim_head}")
+        self.heads = dim // dim_head
+        self.dim_head = dim_head
+        self.cross = cross
+        self.differential = differential
+        n_q = 2 if differential else 1
+        if cross:
+            self.to_q = nn.Linear(dim, n_q * dim, bias=False)
+            self.to_kv = nn.Linear(dim_context or dim, (n_q + 1) * dim, bias=False)
+        else:
+            self.to_qkv = nn.Linear(dim, (2 * n_q + 1) * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+        self.q_norm = _qk_norm(qk_norm, dim_head, qk_norm_eps)
+        self.k_norm = _qk_norm(qk_norm, dim_head, qk_norm_eps)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def project(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Return normed query heads, normed key heads (one or two each) and value heads."""
+        if self.cross:
+            qs = self.to_q(x).chunk(2 if self.differential else 1, dim=-1)
+            kv = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+            ks, v = kv[:-1], kv[-1]
+        else:
+            parts = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
+            if self.differential:
+                qs, ks, v = (parts[0], parts[3]), (parts[1], parts[4]), parts[2]
+            else:
+                qs, ks, v = (parts[0],), (parts[1],), parts[2]
+        qs = [self.q_norm(self._heads(q)) for q in qs]
+        ks = [self.k_norm(self._heads(k)) for k in ks]
+        return qs, ks, self._heads(v)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        rotary: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        padding: str = "exclude",
+        window: int | None = None,
+    ) -> torch.Tensor:
+        """x: (B, N, dim). `rotary`: angles (N, r); `key_mask`: (B, N) bool of valid keys.
+
+        `window`: symmetric sliding-window radius in tokens. See `attention.attend` for `padding`.
+        """
+        qs, ks, v = self.project(x, context)
+        if rotary is not None:
+            qs = [apply_rotary(q, rotary).to(v.dtype) for q in qs]
+            ks = [apply_rotary(k, rotary).to(v.dtype) for k in ks]
+        out = attend(qs[0], ks[0], v, key_mask=key_mask, padding=padding, window=window)
+        if self.differential:
+            out = out - attend(qs[1], ks[1], v, key_mask=key_mask, padding=padding, window=window)
+        b, h, n, d = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))

@@ -1,0 +1,68 @@
+"""Shared helpers for the parity tests: fixture paths, tensors and the tolerance rule."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CONFIGS = {
+    "A": "config_a_small_rf_denoiser",
+    "B": "config_b_small_base_rectified_flow",
+    "E": "config_e_medium_swa_mini",
+}
+
+
+def checkpoint_dir(config: str) -> Path:
+    return FIXTURES / CONFIGS[config] / "checkpoint"
+
+
+@lru_cache(maxsize=None)
+def manifest(config: str) -> dict:
+    return json.loads((FIXTURES / CONFIGS[config] / "manifest.json").read_text())
+
+
+def entry(config: str, name: str) -> dict:
+    for e in manifest(config)["entries"]:
+        if e["name"] == name:
+            return e
+    raise KeyError(f"no fixture entry {name!r} for config {config}")
+
+
+def entry_names(config: str) -> list[str]:
+    return [e["name"] for e in manifest(config)["entries"]]
+
+
+@lru_cache(maxsize=None)
+def tensors(config: str, file: str) -> dict[str, torch.Tensor]:
+    """All tensors of `stages.safetensors` or `generate.safetensors` for a config."""
+    return load_file(str(FIXTURES / CONFIGS[config] / file))
+
+
+def stage(config: str, key: str) -> torch.Tensor:
+    return tensors(config, "stages.safetensors")[key]
+
+
+def generated(config: str, key: str) -> torch.Tensor:
+    return tensors(config, "generate.safetensors")[key]
+
+
+def assert_stage_close(ours: torch.Tensor, ref: torch.Tensor, what: str = "") -> float:
+    """Stage tolerance of the core issue: max|ours - ref| <= 1e-4 * max(1, max|ref|)."""
+    ours = ours.detach().float().cpu()
+    ref = ref.float()
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
+    err = (ours - ref).abs().max().item()
+    bound = 1e-4 * max(1.0, ref.abs().max().item())
+    assert err <= bound, f"{what}: max error {err:.3e} > {bound:.3e}"
+    return err
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config_key(request) -> str:
+    return request.param
