@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ def checkpoint_dir(config: str) -> Path:
     return FIXTURES / CONFIGS[config] / "checkpoint"
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest(config: str) -> dict:
     return json.loads((FIXTURES / CONFIGS[config] / "manifest.json").read_text())
 
@@ -38,7 +38,7 @@ def entry_names(config: str) -> list[str]:
     return [e["name"] for e in manifest(config)["entries"]]
 
 
-@lru_cache(maxsize=None)
+@cache
 def tensors(config: str, file: str) -> dict[str, torch.Tensor]:
     """All tensors of `stages.safetensors` or `generate.safetensors` for a config."""
     return load_file(str(FIXTURES / CONFIGS[config] / file))

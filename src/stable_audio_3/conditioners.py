@@ -1,0 +1,198 @@
+"""Conditioners: the T5Gemma prompt encoder and the `seconds_total` number embedding."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .layers import ExpoFourierFeatures
+
+__all__ = [
+    "PromptConditionerConfig",
+    "NumberConditionerConfig",
+    "TextEncoder",
+    "PromptConditioner",
+    "NumberConditioner",
+]
+
+T5GEMMA_WIDTHS = {"google/t5gemma-b-b-ul2": 768}
+PADDING_MODES = ("none", "zero", "learned")
+
+
+@dataclass(frozen=True)
+class PromptConditionerConfig:
+    """`{type: "t5gemma"}` conditioner config (defaults are the reference's)."""
+
+    id: str
+    output_dim: int
+    model_name: str = "google/t5gemma-b-b-ul2"
+    max_length: int = 128
+    padding_mode: str = "zero"
+    project_out: bool = False
+    repo_id: str | None = None
+    subfolder: str | None = None
+    model_path: str | None = None
+    enable_grad: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model_name not in T5GEMMA_WIDTHS:
+            raise ValueError(f"prompt conditioner model_name must be one of {sorted(T5GEMMA_WIDTHS)}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"prompt conditioner padding_mode must be one of {PADDING_MODES}")
+        if int(self.max_length) < 1:
+            raise ValueError("prompt conditioner max_length must be >= 1")
+
+    @property
+    def width(self) -> int:
+        return T5GEMMA_WIDTHS[self.model_name]
+
+
+@dataclass(frozen=True)
+class NumberConditionerConfig:
+    """`{type: "number"}` conditioner config: clamp to [min_val, max_val], normalise, embed."""
+
+    id: str
+    output_dim: int
+    min_val: float = 0.0
+    max_val: float = 1.0
+    fourier_features_type: str = "learned"
+
+    def __post_init__(self) -> None:
+        if self.fourier_features_type != "expo":
+            raise ValueError(
+                f"number conditioner {self.id!r}: fourier_features_type {self.fourier_features_type!r} is not "
+                "supported (the released models use 'expo')"
+            )
+        if not self.max_val > self.min_val:
+            raise ValueError(f"number conditioner {self.id!r}: max_val must be greater than min_val")
+
+
+class _Detached:
+    """Holds a module outside the parent's module tree (no state_dict, no `.to`, no LoRA)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
+class TextEncoder:
+    """A frozen T5Gemma encoder and its tokenizer, loaded with `transformers` from a local folder."""
+
+    def __init__(self, folder: str | Path, dtype: torch.dtype | str | None = None) -> None:
+        from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
+        from transformers.utils import logging as hf_logging
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
+        previous = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+                config = AutoConfig.from_pretrained(str(folder))
+                config.is_encoder_decoder = False
+                self.model = T5GemmaEncoderModel.from_pretrained(
+                    str(folder), config=config, dtype=dtype if dtype is not None else "auto"
+                )
+        finally:
+            hf_logging.set_verbosity(previous)
+        self.model.eval().requires_grad_(False)
+        logging.getLogger(__name__).debug("loaded text encoder from %s", folder)
+
+    def tokenize(self, prompts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(
+            list(prompts), truncation=True, max_length=max_length, padding="max_length", return_tensors="pt"
+        )
+        return enc["input_ids"], enc["attention_mask"].bool()
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+        return out["last_hidden_state"]
+
+
+class PromptConditioner(nn.Module):
+    """Prompt strings -> (B, max_length, width) token embeddings and a (B, max_length) bool mask.
+
+    The T5Gemma encoder is frozen and kept outside this module's parameters; encodings of recent
+    prompts are cached, so repeated prompts (CFG, batch items, later calls) are encoded once.
+    """
+
+    def __init__(self, cfg: PromptConditionerConfig, cache_size: int = 64) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.width != cfg.output_dim or cfg.project_out:
+            self.proj_out: nn.Module = nn.Linear(cfg.width, cfg.output_dim)
+        else:
+            self.proj_out = nn.Identity()
+        if cfg.padding_mode == "learned":
+            self.padding_embedding = nn.Parameter(torch.zeros(cfg.output_dim))
+        self._encoder: _Detached | None = None
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def attach_encoder(self, encoder: TextEncoder) -> None:
+        self._encoder = _Detached(encoder)  # type: ignore[arg-type]
+        self._cache.clear()
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            raise RuntimeError("no text encoder attached to the prompt conditioner")
+        return self._encoder.module  # type: ignore[return-value]
+
+    def move_encoder(self, device: torch.device | str) -> None:
+        self.encoder.model.to(device)
+        self._cache.clear()
+
+    def _encode_unique(self, prompts: list[str]) -> None:
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if not todo:
+            return
+        ids, mask = self.encoder.tokenize(todo, self.cfg.max_length)
+        hidden = self.encoder(ids, mask)
+        for i, p in enumerate(todo):
+            self._cache[p] = (hidden[i], mask[i])
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def forward(self, prompts: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = list(prompts)
+        self._encode_unique(prompts)
+        for p in prompts:  # refresh LRU order
+            self._cache.move_to_end(p)
+        hidden = torch.stack([self._cache[p][0] for p in prompts]).to(device)
+        mask = torch.stack([self._cache[p][1] for p in prompts]).to(device)
+        if not isinstance(self.proj_out, nn.Identity):
+            hidden = self.proj_out(hidden.to(self.proj_out.weight.dtype))
+        if self.cfg.padding_mode == "zero":
+            hidden = hidden * mask[..., None].float()
+        elif self.cfg.padding_mode == "learned":
+            hidden = torch.where(mask[..., None], hidden, self.padding_embedding.expand_as(hidden))
+        return hidden, mask
+
+
+class NumberConditioner(nn.Module):
+    """Numbers -> (B, 1, output_dim) embeddings (expo Fourier features + Linear) and a ones mask."""
+
+    def __init__(self, cfg: NumberConditionerConfig, features: int = 256) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.features = ExpoFourierFeatures(features)
+        self.proj = nn.Linear(features, cfg.output_dim)
+
+    def forward(self, values: Sequence[float], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+        x = x.clamp(self.cfg.min_val, self.cfg.max_val)
+        u = (x - self.cfg.min_val) / (self.cfg.max_val - self.cfg.min_val)
+        emb = self.proj(self.features(u.to(self.proj.weight.dtype)))
+        return emb[:, None, :], torch.ones(len(values), 1, device=device)

@@ -1,0 +1,38 @@
+"""Device and precision selection."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+__all__ = ["resolve_device", "resolve_dtype"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None picks CUDA, then MPS, then CPU; an explicit device must be available."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+def resolve_dtype(device: torch.device, model_half: bool | None) -> torch.dtype:
+    """float16 on CUDA unless `model_half=False`; always float32 on CPU and MPS (as the reference)."""
+    if model_half is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if model_half and device.type != "cuda":
+        warnings.warn(f"model_half=True is only used on CUDA; running in float32 on {device.type}", stacklevel=3)
+        return torch.float32
+    return torch.float16 if model_half else torch.float32

@@ -1,0 +1,257 @@
+"""The `generate()` algorithm: lengths, noise, conditioning, sampling and decoding, in that order.
+
+The order of random draws follows the reference exactly (initial noise, one draw per ping-pong step,
+then decoder noise), all from one `torch.Generator` seeded with the call's seed, so the same seed
+gives the same audio as the reference.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .generation import (
+    Canceller,
+    GenerationCancelled,
+    GenerationRecord,
+    effective_lengths,
+    generation_length,
+    per_item,
+    resolve_seed,
+    valid_lengths,
+)
+from .guidance import guided_velocity
+from .samplers import SAMPLERS, StepInfo
+from .schedules import build_schedule, shift_from_config
+
+if TYPE_CHECKING:
+    from .model import StableAudioModel
+
+DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
+
+
+def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                  low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return v
+
+
+def _batch(prompt: Any, batch_size: int | None) -> int:
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        return batch_size
+    return len(prompt) if isinstance(prompt, (list, tuple)) else 1
+
+
+def _explicit_sigmas(sigmas: Any, steps: int, batch: int, device: torch.device) -> torch.Tensor:
+    s = torch.as_tensor(sigmas, dtype=torch.float32, device=device)
+    if s.dim() == 1:
+        s = s[None].expand(batch, -1).clone()
+    if s.dim() != 2 or s.shape[0] not in (1, batch):
+        raise ValueError(f"sigmas must have shape (steps + 1,) or (batch_size, steps + 1), got {tuple(s.shape)}")
+    if s.shape[0] == 1:
+        s = s.expand(batch, -1).clone()
+    if s.shape[1] != steps + 1:
+        raise ValueError(f"sigmas has {s.shape[1]} values per item but steps + 1 = {steps + 1}")
+    if not torch.isfinite(s).all() or (s < 0).any() or (s > 1).any():
+        raise ValueError("sigmas must be finite values in [0, 1]")
+    if (s[:, -1] != 0).any():
+        raise ValueError("sigmas must end at 0")
+    return s
+
+
+def run_generation(
+    model: StableAudioModel,
+    *,
+    prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None,
+    duration: float | Sequence[float],
+    steps: int,
+    cfg_scale: float,
+    seed: int | None,
+    batch_size: int | None,
+    apg_scale: float,
+    duration_padding_sec: float,
+    sample_size: int | None,
+    chunked_decode: bool | None,
+    return_latents: bool,
+    truncate_output_to_duration: bool,
+    sampler: str | None,
+    sigmas: Any,
+    cfg_interval: tuple[float, float],
+    cfg_norm_threshold: float,
+    scale_phi: float,
+    callback: Callable[[StepInfo], None] | None,
+    cancel: Canceller | None,
+    progress: bool | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    cfg = model.config
+    ae_cfg = cfg.pretransform.autoencoder
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    # ---- arguments
+    if prompt is None:
+        raise ValueError("prompt is required (use '' for unconditional generation)")
+    batch = _batch(prompt, batch_size)
+    prompts = per_item("prompt", prompt, batch, str)
+    negatives = None if negative_prompt is None else per_item("negative_prompt", negative_prompt, batch, str)
+    durations = per_item("duration", duration, batch, float)
+    max_size = cfg.sample_size if sample_size is None else int(sample_size)
+    if max_size <= 0:
+        raise ValueError(f"sample_size must be positive, got {sample_size}")
+    for d in durations:
+        _check_number("duration", d, low=0.0, low_open=True, high=max_size / cfg.sample_rate)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    cfg_scale = _check_number("cfg_scale", cfg_scale)
+    apg_scale = _check_number("apg_scale", apg_scale, low=0.0, high=1.0)
+    duration_padding_sec = _check_number("duration_padding_sec", duration_padding_sec, low=0.0)
+    sampler_name = sampler or DEFAULT_SAMPLERS[cfg.diffusion.objective]
+    if sampler_name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler_name!r}")
+    if sampler_name == "pingpong" and cfg.diffusion.objective != "rf_denoiser":
+        raise ValueError("the pingpong sampler needs an rf_denoiser checkpoint; use 'euler' or 'dpmpp'")
+    seed = resolve_seed(seed)
+    device = model.device
+
+    # ---- lengths
+    ratio = ae_cfg.downsampling_ratio
+    multiple = (ae_cfg.encoder_chunk_size or 32) // ae_cfg.strides[0]
+    n_samples = generation_length(durations, duration_padding_sec, cfg.sample_rate, ratio, max(multiple, 1), max_size)
+    length = n_samples // ratio
+    valid = valid_lengths(durations, duration_padding_sec, cfg.sample_rate, ratio, length)
+    padding_mask = torch.arange(length, device=device)[None, :] < torch.tensor(valid, device=device)[:, None]
+
+    # ---- noise first (the reference draws it before any conditioner runs)
+    gen = generator if generator is not None else torch.Generator(device=device)
+    gen.manual_seed(seed)
+    noise = torch.randn((batch, cfg.io_channels, length), generator=gen, device=device, dtype=torch.float32)
+
+    # ---- conditioning
+    t0 = time.perf_counter()
+    cond = model._condition(prompts, negatives, durations)
+    local = torch.zeros(batch, cfg.io_channels + 1, length, device=device, dtype=model.dtype)
+    timings["conditioning"] = time.perf_counter() - t0
+
+    # ---- schedule
+    if sigmas is not None:
+        schedule = _explicit_sigmas(sigmas, steps, batch, device)
+    else:
+        shift = shift_from_config(cfg.diffusion.sampling_shift)
+        schedule = build_schedule(steps, effective_lengths(durations, cfg.sample_rate, ratio), shift, device=device)
+    x = (noise * schedule[:, 0, None, None]).to(model.dtype)
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return guided_velocity(
+            model.dit,
+            x,
+            t,
+            cross_cond=cond["cross_cond"],
+            global_cond=cond["global_cond"],
+            local_cond=local,
+            padding_mask=padding_mask,
+            cfg_scale=cfg_scale,
+            apg_scale=apg_scale,
+            negative_cross_cond=cond["negative_cross_cond"],
+            negative_cross_mask=cond["negative_cross_mask"],
+            cfg_interval=cfg_interval,
+            cfg_norm_threshold=cfg_norm_threshold,
+            scale_phi=scale_phi,
+        )
+
+    bar = _progress_bar(steps, progress)
+
+    def on_step(info: StepInfo) -> None:
+        if bar is not None:
+            bar.update(1)
+        if callback is not None:
+            callback(info)
+        if cancel is not None and cancel():
+            raise GenerationCancelled(f"generation cancelled after step {info.step + 1} of {info.steps}")
+
+    t0 = time.perf_counter()
+    try:
+        if cancel is not None and cancel():
+            raise GenerationCancelled("generation cancelled before the first step")
+        latents = SAMPLERS[sampler_name](velocity, x, schedule, generator=gen, callback=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    timings["sampling"] = time.perf_counter() - t0
+
+    record = GenerationRecord(
+        seed=seed,
+        prompts=prompts,
+        negative_prompts=negatives,
+        durations=durations,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        apg_scale=apg_scale,
+        sampler=sampler_name,
+        duration_padding_sec=duration_padding_sec,
+        latent_length=length,
+        sample_rate=cfg.sample_rate,
+        device=str(device),
+        dtype=str(model.dtype).replace("torch.", ""),
+        sigmas=schedule.tolist(),
+    )
+    if return_latents:
+        timings["total"] = time.perf_counter() - started
+        record.timings = timings
+        model.last_record = record
+        return latents
+
+    # ---- decode
+    t0 = time.perf_counter()
+    chunked = cfg.pretransform.chunked if chunked_decode is None else bool(chunked_decode)
+    ae = model.autoencoder
+    z = latents.to(next(ae.parameters()).dtype)
+    audio = ae.decode_chunked(z, generator=gen) if chunked else ae.decode(z, generator=gen)
+    frame_mask = padding_mask.repeat_interleave(ratio, dim=1)
+    n = audio.shape[-1]
+    if frame_mask.shape[1] < n:
+        frame_mask = torch.nn.functional.pad(frame_mask, (0, n - frame_mask.shape[1]))
+    audio = audio * frame_mask[:, None, :n].to(audio.dtype)
+    audio = audio.float().clamp(-1, 1)
+    if truncate_output_to_duration:
+        if len(set(durations)) == 1:
+            audio = audio[..., : int(durations[0] * cfg.sample_rate)]
+        else:
+            warnings.warn(
+                "per-item durations differ: returning the full generated length; each item is silent past "
+                "its duration plus duration_padding_sec",
+                stacklevel=4,
+            )
+    timings["decoding"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    record.timings = timings
+    model.last_record = record
+    return audio
+
+
+def _progress_bar(steps: int, progress: bool | None):
+    """A tqdm bar when asked for, or by default when stderr is a terminal."""
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="sampling", unit="step", leave=False)

@@ -1,0 +1,126 @@
+"""Where checkpoints come from: registry names, the Hugging Face cache, or a local directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MODEL_REPOS", "AUTOENCODER_REPOS", "ResolvedCheckpoint", "resolve_model", "resolve_autoencoder"]
+
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+MODEL_REPOS = {
+    "small-music": "stabilityai/stable-audio-3-small-music",
+    "small-music-base": "stabilityai/stable-audio-3-small-music-base",
+    "small-sfx": "stabilityai/stable-audio-3-small-sfx",
+    "small-sfx-base": "stabilityai/stable-audio-3-small-sfx-base",
+    "medium": "stabilityai/stable-audio-3-medium",
+    "medium-base": "stabilityai/stable-audio-3-medium-base",
+}
+AUTOENCODER_REPOS = {"same-s": "stabilityai/SAME-S", "same-l": "stabilityai/SAME-L"}
+# Full checkpoints that contain each autoencoder; a cached one is reused instead of a download.
+_AUTOENCODER_HOSTS = {"same-s": ("small-music", "small-sfx"), "same-l": ("medium",)}
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Local files of a checkpoint, and the hub repo they came from (None for a local directory)."""
+
+    config: Path
+    weights: Path
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.config.parent
+
+
+def _local_dir(path: Path) -> ResolvedCheckpoint:
+    config, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    missing = [p.name for p in (config, weights) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint directory {path} lacks {', '.join(missing)}")
+    return ResolvedCheckpoint(config, weights)
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or name.startswith((".", "~")) or Path(name).exists()
+
+
+def _download(repo_id: str, revision: str | None) -> ResolvedCheckpoint:
+    from huggingface_hub import hf_hub_download
+
+    config = hf_hub_download(repo_id, CONFIG_FILE, revision=revision)
+    weights = hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision)
+    return ResolvedCheckpoint(Path(config), Path(weights), repo_id, revision)
+
+
+def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = None) -> ResolvedCheckpoint:
+    """A registry name (downloaded through the Hugging Face cache) or a local checkpoint directory."""
+    name = os.fspath(name_or_path)
+    if name in MODEL_REPOS:
+        return _download(MODEL_REPOS[name], revision)
+    if name in AUTOENCODER_REPOS:
+        raise ValueError(f"{name!r} is an autoencoder checkpoint: load it with AutoencoderModel.from_pretrained")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_dir(path)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"no checkpoint directory at {path}")
+    raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODEL_REPOS)} or a local directory")
+
+
+def resolve_autoencoder(name_or_path: str | os.PathLike[str], revision: str | None = None) -> ResolvedCheckpoint:
+    """`same-s` / `same-l` (reusing a cached full checkpoint that contains it) or a local directory."""
+    name = os.fspath(name_or_path)
+    if name in AUTOENCODER_REPOS:
+        from huggingface_hub import try_to_load_from_cache
+
+        for host in _AUTOENCODER_HOSTS[name]:
+            repo = MODEL_REPOS[host]
+            files = [try_to_load_from_cache(repo, f, revision=revision) for f in (CONFIG_FILE, WEIGHTS_FILE)]
+            if all(isinstance(f, str) for f in files):
+                return ResolvedCheckpoint(Path(files[0]), Path(files[1]), repo, revision)
+        return _download(AUTOENCODER_REPOS[name], revision)
+    if name in MODEL_REPOS:
+        return _download(MODEL_REPOS[name], revision)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_dir(path)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"no checkpoint directory at {path}")
+    raise ValueError(
+        f"unknown autoencoder {name!r}: expected one of {sorted(AUTOENCODER_REPOS)}, a model name or a local directory"
+    )
+
+
+def resolve_text_encoder(checkpoint: ResolvedCheckpoint, repo_id: str | None, subfolder: str | None,
+                         model_path: str | None = None) -> Path:
+    """The folder holding the T5Gemma config, weights and tokenizer for a checkpoint.
+
+    Looked for, in order: `model_path` from the config, the subfolder beside the checkpoint's
+    config (a local directory or the hub snapshot), then the config's `repo_id` on the hub.
+    """
+    candidates = []
+    if model_path:
+        candidates.append(Path(model_path) / (subfolder or ""))
+    candidates.append(checkpoint.root / (subfolder or ""))
+    for folder in candidates:
+        if (folder / "config.json").is_file():
+            return folder
+    repo = checkpoint.repo_id or repo_id
+    if repo is None:
+        raise FileNotFoundError(
+            f"text encoder not found: expected {candidates[-1]}/config.json (the config's subfolder {subfolder!r})"
+        )
+    from huggingface_hub import snapshot_download
+
+    pattern = f"{subfolder}/*" if subfolder else "*"
+    root = Path(snapshot_download(repo, revision=checkpoint.revision, allow_patterns=[pattern]))
+    folder = root / (subfolder or "")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"repo {repo} has no text encoder in {subfolder!r}")
+    return folder

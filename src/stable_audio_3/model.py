@@ -1,0 +1,206 @@
+"""`StableAudioModel`: load an official checkpoint and generate audio from text."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import hub
+from .attention import PADDING_MODES
+from .checkpoint import load_official_state_dict, read_safetensors
+from .conditioners import NumberConditioner, PromptConditioner, TextEncoder
+from .config import ConfigError, ModelConfig, load_model_config
+from .devices import resolve_device, resolve_dtype
+from .dit import DiffusionTransformer
+from .generation import GenerationRecord, as_canceller
+from .same import SAMEAutoencoder
+from .samplers import StepInfo
+
+__all__ = ["StableAudioModel"]
+
+DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
+
+
+class Networks(nn.Module):
+    """Every trainable tensor of a checkpoint: DiT, conditioners and the SAME autoencoder."""
+
+    def __init__(self, cfg: ModelConfig, attention_padding: str) -> None:
+        super().__init__()
+        self.dit = DiffusionTransformer(cfg.diffusion.dit, attention_padding=attention_padding)
+        self.conditioners = nn.ModuleDict(
+            {cfg.prompt.id: PromptConditioner(cfg.prompt), cfg.seconds.id: NumberConditioner(cfg.seconds)}
+        )
+        self.autoencoder = SAMEAutoencoder(cfg.pretransform.autoencoder)
+
+
+def _check_wiring(cfg: ModelConfig) -> None:
+    """The pipeline assumes the released wiring of conditioners into the DiT; say so if it differs."""
+    d = cfg.diffusion
+    if d.cross_attention_cond_ids != (cfg.prompt.id, cfg.seconds.id):
+        raise ConfigError(f"cross_attention_cond_ids must be [{cfg.prompt.id!r}, {cfg.seconds.id!r}]")
+    if d.global_cond_ids != (cfg.seconds.id,):
+        raise ConfigError(f"global_cond_ids must be [{cfg.seconds.id!r}]")
+    if d.local_add_cond_ids not in ((), ("inpaint_mask", "inpaint_masked_input")):
+        raise ConfigError("local_add_cond_ids must be ['inpaint_mask', 'inpaint_masked_input']")
+
+
+class StableAudioModel:
+    """A Stable Audio 3 text-to-audio model (DiT + T5Gemma + SAME) ready to generate.
+
+    Build it with `from_pretrained`. `generate()` returns float32 audio (B, 2, samples) at
+    `sample_rate`; the settings, seed and timings of the last call are in `last_record`.
+    """
+
+    def __init__(self, cfg: ModelConfig, networks: Networks, device: torch.device, dtype: torch.dtype) -> None:
+        self.config = cfg
+        self.networks = networks
+        self.device = device
+        self.dtype = dtype
+        self.last_record: GenerationRecord | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        model_half: bool | None = None,
+        revision: str | None = None,
+        *,
+        attention_padding: str = "exclude",
+        text_encoder_dtype: torch.dtype | None = None,
+    ) -> StableAudioModel:
+        """Load a registry name (`small-music`, `medium`, ...) or a local checkpoint directory.
+
+        device: None picks cuda, then mps, then cpu. model_half: None means float16 on CUDA and
+        float32 elsewhere (as the reference). attention_padding: "exclude" (default: padded latents
+        get no attention, as the models were trained) or "reference_cpu" (the reference's CPU
+        behaviour, for bit-level comparisons). text_encoder_dtype: None keeps the stored dtype.
+        """
+        if attention_padding not in PADDING_MODES:
+            raise ValueError(f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}")
+        dev = resolve_device(device)
+        dtype = resolve_dtype(dev, model_half)
+        files = hub.resolve_model(name_or_path, revision=revision)
+        cfg = load_model_config(files.config)
+        _check_wiring(cfg)
+        with torch.device("meta"):
+            networks = Networks(cfg, attention_padding)
+        load_official_state_dict(networks, read_safetensors(files.weights))
+        networks.to(device=dev, dtype=dtype).eval().requires_grad_(False)
+        te_folder = hub.resolve_text_encoder(files, cfg.prompt.repo_id, cfg.prompt.subfolder, cfg.prompt.model_path)
+        prompt = networks.conditioners[cfg.prompt.id]
+        prompt.attach_encoder(TextEncoder(te_folder, dtype=text_encoder_dtype))
+        prompt.move_encoder(dev)
+        return cls(cfg, networks, dev, dtype)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def max_duration(self) -> float:
+        return self.config.max_duration
+
+    @property
+    def dit(self) -> DiffusionTransformer:
+        return self.networks.dit
+
+    @property
+    def autoencoder(self) -> SAMEAutoencoder:
+        return self.networks.autoencoder
+
+    @property
+    def attention_padding(self) -> str:
+        return self.dit.attention_padding
+
+    # ------------------------------------------------------------------ conditioning
+    def _condition(
+        self, prompts: list[str], negatives: list[str] | None, durations: list[float]
+    ) -> dict[str, torch.Tensor | None]:
+        cfg = self.config
+        text, text_mask = self.networks.conditioners[cfg.prompt.id](prompts, self.device)
+        secs, secs_mask = self.networks.conditioners[cfg.seconds.id](durations, self.device)
+        out: dict[str, torch.Tensor | None] = {
+            "cross_cond": torch.cat([text, secs.to(text.dtype)], dim=1).to(self.dtype),
+            "global_cond": secs[:, 0].to(self.dtype),
+            "negative_cross_cond": None,
+            "negative_cross_mask": None,
+        }
+        if negatives is not None:
+            neg, neg_mask = self.networks.conditioners[cfg.prompt.id](negatives, self.device)
+            out["negative_cross_cond"] = torch.cat([neg, secs.to(neg.dtype)], dim=1)
+            out["negative_cross_mask"] = torch.cat([neg_mask.float(), secs_mask.float()], dim=1)
+        return out
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        duration: float | Sequence[float] = 30.0,
+        steps: int = 8,
+        cfg_scale: float = 1.0,
+        seed: int | None = -1,
+        batch_size: int | None = None,
+        *,
+        apg_scale: float = 1.0,
+        duration_padding_sec: float = 6.0,
+        sample_size: int | None = None,
+        chunked_decode: bool | None = None,
+        return_latents: bool = False,
+        truncate_output_to_duration: bool = True,
+        sampler: str | None = None,
+        sigmas: torch.Tensor | Sequence[float] | Sequence[Sequence[float]] | None = None,
+        cfg_interval: tuple[float, float] = (0.0, 1.0),
+        cfg_norm_threshold: float = 0.0,
+        scale_phi: float = 0.0,
+        callback: Callable[[StepInfo], None] | None = None,
+        cancel: threading.Event | Callable[[], bool] | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
+
+        Per-item lists are accepted for `prompt`, `negative_prompt` and `duration`. `seed=-1`
+        draws a random seed; the one used is in `model.last_record.seed`. `callback(StepInfo)` runs
+        after every sampler step; `cancel` (an Event or a callable) aborts with
+        `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
+        row for all items or one per item).
+        """
+        from .engine import run_generation  # local import keeps this module about the public API
+
+        with self._lock:
+            return run_generation(
+                self,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                duration=duration,
+                steps=steps,
+                cfg_scale=cfg_scale,
+                seed=seed,
+                batch_size=batch_size,
+                apg_scale=apg_scale,
+                duration_padding_sec=duration_padding_sec,
+                sample_size=sample_size,
+                chunked_decode=chunked_decode,
+                return_latents=return_latents,
+                truncate_output_to_duration=truncate_output_to_duration,
+                sampler=sampler,
+                sigmas=sigmas,
+                cfg_interval=cfg_interval,
+                cfg_norm_threshold=cfg_norm_threshold,
+                scale_phi=scale_phi,
+                callback=callback,
+                cancel=as_canceller(cancel),
+                progress=progress,
+                generator=generator,
+            )
+
