@@ -13,8 +13,14 @@ from conftest import assert_stage_close, checkpoint_dir, entry, entry_names, gen
 
 from stable_audio_3 import StableAudioModel
 
-T2A_CASES = ("t2a_single", "t2a_batch2", "t2a_cfg_null", "t2a_short_padding", "negative_prompt_cfg",
-             "negative_prompt_cfg_vanilla")
+T2A_CASES = (
+    "t2a_single",
+    "t2a_batch2",
+    "t2a_cfg_null",
+    "t2a_short_padding",
+    "negative_prompt_cfg",
+    "negative_prompt_cfg_vanilla",
+)
 END_TO_END_TOL = {"A": 1e-3, "B": 1e-3, "E": 2e-3}
 
 
@@ -107,4 +113,6 @@ def test_conditioning_assembly_matches_reference(models, config: str) -> None:
     assert_stage_close(
         cond["negative_cross_cond"], stage(config, "conditioning_inputs/negative_cross_attn_cond"), "negative"
     )
-    assert torch.equal(cond["negative_cross_mask"], stage(config, "conditioning_inputs/negative_cross_attn_mask"))
+    assert torch.equal(
+        cond["negative_cross_mask"], stage(config, "conditioning_inputs/negative_cross_attn_mask")
+    )

@@ -167,8 +167,10 @@ def test_autoencoder_from_local_full_checkpoint_and_standalone_file(tmp_path: Pa
     )
     tensors = load_file(str(checkpoint_dir("E") / "model.safetensors"))
     prefix = "pretransform.model."
-    save_file({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
-              str(standalone / "model.safetensors"))
+    save_file(
+        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+        str(standalone / "model.safetensors"),
+    )
     alone = AutoencoderModel.from_pretrained(standalone, device="cpu")
     wave = torch.sin(torch.arange(4000) / 7.0).repeat(2, 1)
     z1 = full.encode((wave, full.sample_rate))

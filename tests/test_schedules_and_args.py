@@ -27,8 +27,13 @@ from stable_audio_3.schedules import (
     shift_from_config,
 )
 
-SHIFTS = [DEFAULT_SAMPLING_SHIFT, LogSNRShift(rate=1.0), LengthShift(), FluxShift(alpha_min=1.0, alpha_max=6.93),
-          IdentityShift()]
+SHIFTS = [
+    DEFAULT_SAMPLING_SHIFT,
+    LogSNRShift(rate=1.0),
+    LengthShift(),
+    FluxShift(alpha_min=1.0, alpha_max=6.93),
+    IdentityShift(),
+]
 
 
 def test_default_schedule_values() -> None:
@@ -52,7 +57,9 @@ def test_reference_init_schedule_is_the_documented_non_monotonic_one() -> None:
     shift_index=st.integers(0, len(SHIFTS) - 1),
 )
 def test_schedules_start_at_the_level_end_at_zero_and_decrease(steps, level, lengths, shift_index) -> None:
-    sched = build_schedule(steps, torch.tensor(lengths, dtype=torch.float32), SHIFTS[shift_index], start=level)
+    sched = build_schedule(
+        steps, torch.tensor(lengths, dtype=torch.float32), SHIFTS[shift_index], start=level
+    )
     assert sched.shape == (len(lengths), steps + 1)
     assert torch.all(sched[:, 0] == torch.tensor(level, dtype=torch.float32))
     assert torch.all(sched[:, -1] == 0)

@@ -72,8 +72,9 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     return t.float()
 
 
-def to_waveform(value: Any, name: str, target_rate: int, channels: int = 2,
-                sample_rate: int | None = None) -> torch.Tensor:
+def to_waveform(
+    value: Any, name: str, target_rate: int, channels: int = 2, sample_rate: int | None = None
+) -> torch.Tensor:
     """Normalise any supported audio input to (channels, samples) float32 at `target_rate`.
 
     Accepts a file path, `(waveform, rate)` (torchaudio order), `(rate, waveform)` (the official

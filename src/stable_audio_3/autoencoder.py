@@ -29,7 +29,10 @@ class AutoencoderModel:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], device: str | torch.device | None = None, revision: str | None = None
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        revision: str | None = None,
     ) -> AutoencoderModel:
         """`same-s`, `same-l`, a model name whose checkpoint contains one, or a local directory."""
         dev = resolve_device(device)
@@ -98,7 +101,9 @@ class AutoencoderModel:
             raise ValueError("latents must be a (batch, channels, frames) tensor")
         z = latents.to(self.device, next(self.autoencoder.parameters()).dtype)
         if chunked:
-            out = self.autoencoder.decode_chunked(z, chunk_size=chunk_size, overlap=overlap, generator=generator)
+            out = self.autoencoder.decode_chunked(
+                z, chunk_size=chunk_size, overlap=overlap, generator=generator
+            )
         else:
             out = self.autoencoder.decode(z, generator=generator)
         return out.float()

@@ -14,7 +14,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
     p.add_argument("-p", "--prompt", required=True, nargs="+", help="one prompt per batch item")
     p.add_argument("--negative-prompt", nargs="+", default=None)
-    p.add_argument("--duration", type=float, nargs="+", default=[30.0], help="seconds (one, or one per prompt)")
+    p.add_argument(
+        "--duration", type=float, nargs="+", default=[30.0], help="seconds (one, or one per prompt)"
+    )
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--cfg-scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=-1)
@@ -52,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     if out.suffix == "":
         out = out.with_suffix(".wav")
-    paths = [out] if audio.shape[0] == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
-    for path, item in zip(paths, audio):
+    paths = (
+        [out]
+        if audio.shape[0] == 1
+        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
+    )
+    for path, item in zip(paths, audio, strict=True):
         write_audio(path, item, model.sample_rate)
         print(path)
     record = model.last_record

@@ -67,8 +67,8 @@ class NumberConditionerConfig:
     def __post_init__(self) -> None:
         if self.fourier_features_type != "expo":
             raise ValueError(
-                f"number conditioner {self.id!r}: fourier_features_type {self.fourier_features_type!r} is not "
-                "supported (the released models use 'expo')"
+                f"number conditioner {self.id!r}: fourier_features_type "
+                f"{self.fourier_features_type!r} is not supported (the released models use 'expo')"
             )
         if not self.max_val > self.min_val:
             raise ValueError(f"number conditioner {self.id!r}: max_val must be greater than min_val")
@@ -165,7 +165,9 @@ class PromptConditioner(nn.Module):
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    def forward(self, prompts: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, prompts: Sequence[str], device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         prompts = list(prompts)
         self._encode_unique(prompts)
         for p in prompts:  # refresh LRU order
@@ -190,7 +192,9 @@ class NumberConditioner(nn.Module):
         self.features = ExpoFourierFeatures(features)
         self.proj = nn.Linear(features, cfg.output_dim)
 
-    def forward(self, values: Sequence[float], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, values: Sequence[float], device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
         x = x.clamp(self.cfg.min_val, self.cfg.max_val)
         u = (x - self.cfg.min_val) / (self.cfg.max_val - self.cfg.min_val)

@@ -85,7 +85,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> ModelConfig:
         _check_keys(
-            cfg, {"model_type", "sample_rate", "sample_size", "audio_channels", "svd_bases_path", "model"}, "config"
+            cfg,
+            {"model_type", "sample_rate", "sample_size", "audio_channels", "svd_bases_path", "model"},
+            "config",
         )
         model = _require(cfg, "model", "config")
         _check_keys(model, {"io_channels", "pretransform", "conditioning", "diffusion"}, "model")
@@ -95,16 +97,22 @@ class ModelConfig:
         io_channels = int(_require(model, "io_channels", "model"))
 
         pre = _require(model, "pretransform", "model")
-        _check_keys(pre, {"type", "config", "chunked", "iterate_batch", "enable_grad", "scale"}, "model.pretransform")
+        _check_keys(
+            pre, {"type", "config", "chunked", "iterate_batch", "enable_grad", "scale"}, "model.pretransform"
+        )
         if pre.get("type", "autoencoder") != "autoencoder":
-            raise ConfigError(f"model.pretransform.type {pre.get('type')!r} is not supported (expected 'autoencoder')")
+            raise ConfigError(
+                f"model.pretransform.type {pre.get('type')!r} is not supported (expected 'autoencoder')"
+            )
         try:
             ae = SAMEConfig.from_official(_require(pre, "config", "model.pretransform"))
         except ConfigError:
             raise
         except (ValueError, TypeError, KeyError) as err:
             raise ConfigError(f"model.pretransform.config: {err}") from None
-        pretransform = PretransformConfig(ae, bool(pre.get("chunked", False)), bool(pre.get("iterate_batch", False)))
+        pretransform = PretransformConfig(
+            ae, bool(pre.get("chunked", False)), bool(pre.get("iterate_batch", False))
+        )
 
         prompt, seconds, cond_dim = _parse_conditioning(_require(model, "conditioning", "model"))
         diffusion = _parse_diffusion(_require(model, "diffusion", "model"))
@@ -125,7 +133,9 @@ class ModelConfig:
         )
 
 
-def _parse_conditioning(section: Mapping[str, Any]) -> tuple[PromptConditionerConfig, NumberConditionerConfig, int]:
+def _parse_conditioning(
+    section: Mapping[str, Any],
+) -> tuple[PromptConditionerConfig, NumberConditionerConfig, int]:
     where = "model.conditioning"
     _check_keys(section, {"cond_dim", "configs", "default_keys", "pre_encoded_keys"}, where)
     cond_dim = int(_require(section, "cond_dim", where))
@@ -133,7 +143,11 @@ def _parse_conditioning(section: Mapping[str, Any]) -> tuple[PromptConditionerCo
     for i, item in enumerate(_require(section, "configs", where)):
         here = f"{where}.configs[{i}]"
         _check_keys(item, {"id", "type", "config"}, here)
-        cid, kind, conf = _require(item, "id", here), _require(item, "type", here), dict(item.get("config", {}))
+        cid, kind, conf = (
+            _require(item, "id", here),
+            _require(item, "type", here),
+            dict(item.get("config", {})),
+        )
         try:
             if kind == "t5gemma":
                 conf.pop("output_dim", None)
@@ -177,7 +191,9 @@ def _parse_diffusion(section: Mapping[str, Any]) -> DiffusionConfig:
     )
     objective = section.get("diffusion_objective", "v")
     if objective not in OBJECTIVES:
-        raise ConfigError(f"{where}.diffusion_objective {objective!r} is not supported (expected one of {OBJECTIVES})")
+        raise ConfigError(
+            f"{where}.diffusion_objective {objective!r} is not supported (expected one of {OBJECTIVES})"
+        )
     for key in ("input_concat_ids", "prepend_cond_ids", "modular_local_cond_configs"):
         if section.get(key):
             raise ConfigError(f"{where}.{key} is not supported (the released models leave it empty)")

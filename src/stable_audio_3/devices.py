@@ -33,6 +33,8 @@ def resolve_dtype(device: torch.device, model_half: bool | None) -> torch.dtype:
     if model_half is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     if model_half and device.type != "cuda":
-        warnings.warn(f"model_half=True is only used on CUDA; running in float32 on {device.type}", stacklevel=3)
+        warnings.warn(
+            f"model_half=True is only used on CUDA; running in float32 on {device.type}", stacklevel=3
+        )
         return torch.float32
     return torch.float16 if model_half else torch.float32

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
 
 
-def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                  low_open: bool = False) -> float:
+def _check_number(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     v = float(value)
@@ -61,7 +62,9 @@ def _explicit_sigmas(sigmas: Any, steps: int, batch: int, device: torch.device) 
     if s.dim() == 1:
         s = s[None].expand(batch, -1).clone()
     if s.dim() != 2 or s.shape[0] not in (1, batch):
-        raise ValueError(f"sigmas must have shape (steps + 1,) or (batch_size, steps + 1), got {tuple(s.shape)}")
+        raise ValueError(
+            f"sigmas must have shape (steps + 1,) or (batch_size, steps + 1), got {tuple(s.shape)}"
+        )
     if s.shape[0] == 1:
         s = s.expand(batch, -1).clone()
     if s.shape[1] != steps + 1:
@@ -132,7 +135,9 @@ def run_generation(
     # ---- lengths
     ratio = ae_cfg.downsampling_ratio
     multiple = (ae_cfg.encoder_chunk_size or 32) // ae_cfg.strides[0]
-    n_samples = generation_length(durations, duration_padding_sec, cfg.sample_rate, ratio, max(multiple, 1), max_size)
+    n_samples = generation_length(
+        durations, duration_padding_sec, cfg.sample_rate, ratio, max(multiple, 1), max_size
+    )
     length = n_samples // ratio
     valid = valid_lengths(durations, duration_padding_sec, cfg.sample_rate, ratio, length)
     padding_mask = torch.arange(length, device=device)[None, :] < torch.tensor(valid, device=device)[:, None]
@@ -153,7 +158,9 @@ def run_generation(
         schedule = _explicit_sigmas(sigmas, steps, batch, device)
     else:
         shift = shift_from_config(cfg.diffusion.sampling_shift)
-        schedule = build_schedule(steps, effective_lengths(durations, cfg.sample_rate, ratio), shift, device=device)
+        schedule = build_schedule(
+            steps, effective_lengths(durations, cfg.sample_rate, ratio), shift, device=device
+        )
     x = (noise * schedule[:, 0, None, None]).to(model.dtype)
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

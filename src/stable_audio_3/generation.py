@@ -100,7 +100,12 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def generation_length(
-    durations: Sequence[float], padding_sec: float, sample_rate: int, ratio: int, multiple: int, sample_size: int
+    durations: Sequence[float],
+    padding_sec: float,
+    sample_rate: int,
+    ratio: int,
+    multiple: int,
+    sample_size: int,
 ) -> int:
     """Audio samples to generate: (max duration + padding) rounded up to `ratio`, then to `ratio *
     multiple` (the autoencoder's latent granularity), capped at `sample_size`."""

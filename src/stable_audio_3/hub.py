@@ -64,7 +64,9 @@ def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = N
     if name in MODEL_REPOS:
         return _download(MODEL_REPOS[name], revision)
     if name in AUTOENCODER_REPOS:
-        raise ValueError(f"{name!r} is an autoencoder checkpoint: load it with AutoencoderModel.from_pretrained")
+        raise ValueError(
+            f"{name!r} is an autoencoder checkpoint: load it with AutoencoderModel.from_pretrained"
+        )
     path = Path(name).expanduser()
     if path.is_dir():
         return _local_dir(path)
@@ -73,7 +75,9 @@ def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = N
     raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODEL_REPOS)} or a local directory")
 
 
-def resolve_autoencoder(name_or_path: str | os.PathLike[str], revision: str | None = None) -> ResolvedCheckpoint:
+def resolve_autoencoder(
+    name_or_path: str | os.PathLike[str], revision: str | None = None
+) -> ResolvedCheckpoint:
     """`same-s` / `same-l` (reusing a cached full checkpoint that contains it) or a local directory."""
     name = os.fspath(name_or_path)
     if name in AUTOENCODER_REPOS:
@@ -93,12 +97,14 @@ def resolve_autoencoder(name_or_path: str | os.PathLike[str], revision: str | No
     if _looks_like_path(name):
         raise FileNotFoundError(f"no checkpoint directory at {path}")
     raise ValueError(
-        f"unknown autoencoder {name!r}: expected one of {sorted(AUTOENCODER_REPOS)}, a model name or a local directory"
+        f"unknown autoencoder {name!r}: expected one of {sorted(AUTOENCODER_REPOS)}, "
+        "a model name or a local directory"
     )
 
 
-def resolve_text_encoder(checkpoint: ResolvedCheckpoint, repo_id: str | None, subfolder: str | None,
-                         model_path: str | None = None) -> Path:
+def resolve_text_encoder(
+    checkpoint: ResolvedCheckpoint, repo_id: str | None, subfolder: str | None, model_path: str | None = None
+) -> Path:
     """The folder holding the T5Gemma config, weights and tokenizer for a checkpoint.
 
     Looked for, in order: `model_path` from the config, the subfolder beside the checkpoint's
@@ -114,7 +120,8 @@ def resolve_text_encoder(checkpoint: ResolvedCheckpoint, repo_id: str | None, su
     repo = checkpoint.repo_id or repo_id
     if repo is None:
         raise FileNotFoundError(
-            f"text encoder not found: expected {candidates[-1]}/config.json (the config's subfolder {subfolder!r})"
+            f"text encoder not found: expected {candidates[-1]}/config.json "
+            f"(the config's subfolder {subfolder!r})"
         )
     from huggingface_hub import snapshot_download
 

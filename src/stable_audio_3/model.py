@@ -55,7 +55,9 @@ class StableAudioModel:
     `sample_rate`; the settings, seed and timings of the last call are in `last_record`.
     """
 
-    def __init__(self, cfg: ModelConfig, networks: Networks, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, networks: Networks, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.config = cfg
         self.networks = networks
         self.device = device
@@ -93,7 +95,9 @@ class StableAudioModel:
             networks = Networks(cfg, attention_padding)
         load_official_state_dict(networks, read_safetensors(files.weights))
         networks.to(device=dev, dtype=dtype).eval().requires_grad_(False)
-        te_folder = hub.resolve_text_encoder(files, cfg.prompt.repo_id, cfg.prompt.subfolder, cfg.prompt.model_path)
+        te_folder = hub.resolve_text_encoder(
+            files, cfg.prompt.repo_id, cfg.prompt.subfolder, cfg.prompt.model_path
+        )
         prompt = networks.conditioners[cfg.prompt.id]
         prompt.attach_encoder(TextEncoder(te_folder, dtype=text_encoder_dtype))
         prompt.move_encoder(dev)
@@ -203,4 +207,3 @@ class StableAudioModel:
                 progress=progress,
                 generator=generator,
             )
-
