@@ -35,11 +35,9 @@ class RMSNorm(nn.Module):
         self.force_fp32 = force_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        if self.force_fp32:
-            x = x.float()
-        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.gamma.to(y.dtype)).to(dtype)
+        if not self.force_fp32:
+            return F.rms_norm(x, x.shape[-1:], weight=self.gamma, eps=self.eps)
+        return F.rms_norm(x.float(), x.shape[-1:], weight=self.gamma.float(), eps=self.eps).to(x.dtype)
 
 
 class DynamicTanh(nn.Module):

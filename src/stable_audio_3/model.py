@@ -34,7 +34,7 @@ class Networks(nn.Module):
         self.conditioners = nn.ModuleDict(
             {cfg.prompt.id: PromptConditioner(cfg.prompt), cfg.seconds.id: NumberConditioner(cfg.seconds)}
         )
-        self.autoencoder = SAMEAutoencoder(cfg.pretransform.autoencoder)
+        self.autoencoder = SAMEAutoencoder(cfg.pretransform.autoencoder, cfg.pretransform.iterate_batch)
 
 
 def _check_wiring(cfg: ModelConfig) -> None:

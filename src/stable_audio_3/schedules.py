@@ -135,7 +135,8 @@ def build_schedule(
 
     For `start = 1` this is the reference schedule: `shift(linspace(1, 0, steps + 1))`. For
     `start < 1` (audio-to-audio) the schedule is uniform in *unshifted* time between the inverse
-    shift of `start` and 0, so it begins exactly at `start` and decreases monotonically.
+    shift of `start` and 0, so it begins exactly at `start` and decreases monotonically (levels
+    below the shift's smallest non-zero value fall back to linear spacing).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -146,10 +147,17 @@ def build_schedule(
     if start >= 1.0:
         return shift(grid, seq_len)
     u0 = _inverse_shift(shift, start, seq_len)  # (B,)
-    rows = [shift(grid * u0[b], seq_len[b : b + 1]) for b in range(seq_len.shape[0])]
-    out = torch.cat(rows, dim=0)
-    out[:, 0] = start
-    return out
+    rows = []
+    for b in range(seq_len.shape[0]):
+        row = shift(grid * u0[b], seq_len[b : b + 1])[0]
+        row[0] = start
+        if bool((row[1:] > row[:-1]).any()):
+            # The shift cannot go below its floor for t > 0 (e.g. sigmoid(-2) for the default
+            # log-SNR shift), so a level under it has no shifted pre-image: space linearly instead.
+            row = grid * start
+            row[0] = start
+        rows.append(row)
+    return torch.stack(rows)
 
 
 def _inverse_shift(shift: Shift, level: float, seq_len: torch.Tensor, iters: int = 60) -> torch.Tensor:

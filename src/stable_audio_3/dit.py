@@ -1,0 +1,266 @@
+"""The diffusion transformer: a DiT over SAME latents with adaLN, memory tokens and rotary attention.
+
+One forward pass predicts the rectified-flow velocity `v ~ noise - data` for latents `x` at noise
+level `t`, given text tokens (cross-attention), a global vector (seconds) and a per-frame local
+tensor (the inpainting mask and masked latents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import PADDING_MODES
+from .layers import MLP, Attention, ExpoFourierFeatures, GLUFeedForward, RMSNorm, Rotary
+
+__all__ = ["DiTConfig", "DiffusionTransformer"]
+
+# Keys of `model.diffusion.config` that the reference accepts; ones we do not implement must hold
+# their default (checked in `from_official`).
+_KNOWN_KEYS = {
+    "io_channels", "patch_size", "embed_dim", "cond_token_dim", "project_cond_tokens", "global_cond_dim",
+    "project_global_cond", "input_concat_dim", "prepend_cond_dim", "depth", "num_heads", "transformer_type",
+    "global_cond_type", "timestep_cond_type", "timestep_embed_dim", "timestep_features_type",
+    "timestep_features_dim", "timestep_features_logsnr", "local_add_cond_dim", "num_memory_tokens",
+    "rotary_pos_emb", "cross_attn_rotary_pos_emb", "final_cross_attn_ix", "sliding_window",
+    "use_sinusoidal_emb", "use_abs_pos_emb", "causal", "zero_init_branch_outputs", "conformer", "norm_type",
+    "norm_kwargs", "attn_kwargs", "ff_kwargs", "layer_scale", "add_rope", "modular_local_cond_dims",
+}  # fmt: skip
+_REQUIRED_VALUES: dict[str, Any] = {
+    "patch_size": 1,
+    "input_concat_dim": 0,
+    "prepend_cond_dim": 0,
+    "transformer_type": "continuous_transformer",
+    "global_cond_type": "adaLN",
+    "timestep_cond_type": "global",
+    "timestep_features_type": "expo",
+    "rotary_pos_emb": True,
+    "cross_attn_rotary_pos_emb": False,
+    "sliding_window": None,
+    "use_sinusoidal_emb": False,
+    "use_abs_pos_emb": False,
+    "causal": False,
+    "conformer": False,
+    "layer_scale": False,
+    "add_rope": False,
+    "project_cond_tokens": True,
+    "project_global_cond": True,
+}
+_DEFAULTS_IF_ABSENT = {"timestep_features_type": "learned", "global_cond_type": "prepend"}
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """The DiT hyper-parameters used by the released checkpoints."""
+
+    io_channels: int = 32
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 8
+    cond_token_dim: int = 0
+    global_cond_dim: int = 0
+    timestep_features_dim: int = 256
+    timestep_features_logsnr: bool = False
+    local_add_cond_dim: int | None = None
+    num_memory_tokens: int = 0
+    norm_type: str = "layer_norm"
+    norm_force_fp32: bool = False
+    norm_eps: float = 1e-5
+    qk_norm: str | None = None
+    qk_norm_eps: float = 1e-6
+    differential: bool = False
+    ff_mult: float = 4.0
+
+    @property
+    def dim_head(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return max(self.dim_head // 2, 32)
+
+    @classmethod
+    def from_official(cls, cfg: Mapping[str, Any]) -> DiTConfig:
+        unknown = sorted(set(cfg) - _KNOWN_KEYS)
+        if unknown:
+            raise ValueError(f"unknown DiT config key(s): {', '.join(unknown)}")
+        for key, required in _REQUIRED_VALUES.items():
+            value = cfg.get(key, _DEFAULTS_IF_ABSENT.get(key, required))
+            if value != required:
+                raise ValueError(f"DiT config {key}={value!r} is not supported (only {required!r})")
+        if cfg.get("modular_local_cond_dims"):
+            raise ValueError("DiT config modular_local_cond_dims is not supported")
+        if cfg.get("timestep_embed_dim") not in (None, cfg.get("embed_dim", 768)):
+            raise ValueError("DiT config timestep_embed_dim must equal embed_dim")
+        norm_type = cfg.get("norm_type", "layer_norm")
+        if norm_type != "rms_norm":
+            raise ValueError(f"DiT config norm_type={norm_type!r} is not supported (only 'rms_norm')")
+        norm_kwargs = dict(cfg.get("norm_kwargs") or {})
+        attn = dict(cfg.get("attn_kwargs") or {})
+        ff = dict(cfg.get("ff_kwargs") or {})
+        for name, extra in (
+            ("norm_kwargs", set(norm_kwargs) - {"force_fp32", "eps"}),
+            ("attn_kwargs", set(attn) - {"qk_norm", "qk_norm_eps", "differential"}),
+            ("ff_kwargs", set(ff) - {"mult"}),
+        ):
+            if extra:
+                raise ValueError(f"unknown DiT config {name} key(s): {', '.join(sorted(extra))}")
+        qk_norm = attn.get("qk_norm", "none")
+        if qk_norm not in ("rms", "none", None):
+            raise ValueError(f"DiT config attn_kwargs.qk_norm={qk_norm!r} is not supported (rms or none)")
+        out = cls(
+            io_channels=int(cfg.get("io_channels", 32)),
+            embed_dim=int(cfg.get("embed_dim", 768)),
+            depth=int(cfg.get("depth", 12)),
+            num_heads=int(cfg.get("num_heads", 8)),
+            cond_token_dim=int(cfg.get("cond_token_dim", 0)),
+            global_cond_dim=int(cfg.get("global_cond_dim", 0)),
+            timestep_features_dim=int(cfg.get("timestep_features_dim", 256)),
+            timestep_features_logsnr=bool(cfg.get("timestep_features_logsnr", False)),
+            local_add_cond_dim=cfg.get("local_add_cond_dim"),
+            num_memory_tokens=int(cfg.get("num_memory_tokens", 0)),
+            norm_type=norm_type,
+            norm_force_fp32=bool(norm_kwargs.get("force_fp32", False)),
+            norm_eps=float(norm_kwargs.get("eps", 1e-5)),
+            qk_norm=None if qk_norm in ("none", None) else qk_norm,
+            qk_norm_eps=float(attn.get("qk_norm_eps", 1e-6)),
+            differential=bool(attn.get("differential", False)),
+            ff_mult=float(ff.get("mult", 4)),
+        )
+        if out.embed_dim % out.num_heads:
+            raise ValueError("DiT config embed_dim must be a multiple of num_heads")
+        if out.cond_token_dim <= 0 or out.global_cond_dim <= 0:
+            raise ValueError("DiT config needs cond_token_dim > 0 and global_cond_dim > 0")
+        return out
+
+
+class DiTBlock(nn.Module):
+    """adaLN block: modulated self-attention, cross-attention, local add, modulated feed-forward."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+
+        def norm() -> RMSNorm:
+            return RMSNorm(dim, eps=cfg.norm_eps, force_fp32=cfg.norm_force_fp32)
+
+        attn = {"differential": cfg.differential, "qk_norm": cfg.qk_norm, "qk_norm_eps": cfg.qk_norm_eps}
+        self.attn_norm = norm()
+        self.self_attn = Attention(dim, cfg.dim_head, **attn)
+        self.cross_norm = norm()
+        self.cross_attn = Attention(dim, cfg.dim_head, cross=True, dim_context=dim, **attn)
+        self.ff_norm = norm()
+        self.ff = GLUFeedForward(dim, int(dim * cfg.ff_mult))
+        self.local_embed = MLP(cfg.local_add_cond_dim, dim, dim) if cfg.local_add_cond_dim else None
+        self.scale_shift_gate = nn.Parameter(torch.zeros(6 * dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        context: torch.Tensor,
+        adaln: torch.Tensor,
+        local: torch.Tensor | None,
+        rotary: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        padding: str,
+    ) -> torch.Tensor:
+        s_sa, h_sa, g_sa, s_ff, h_ff, g_ff = (self.scale_shift_gate + adaln)[:, None, :].chunk(6, dim=-1)
+        y = self.attn_norm(x) * (1 + s_sa) + h_sa
+        y = self.self_attn(y, rotary=rotary, key_mask=key_mask, padding=padding)
+        x = y * torch.sigmoid(1 - g_sa) + x
+        x = x + self.cross_attn(self.cross_norm(x), context)
+        if self.local_embed is not None and local is not None:
+            emb = self.local_embed(local)
+            x = x + F.pad(emb, (0, 0, x.shape[1] - emb.shape[1], 0))  # memory tokens get nothing
+        y = self.ff(self.ff_norm(x) * (1 + s_ff) + h_ff)
+        return y * torch.sigmoid(1 - g_ff) + x
+
+
+class DiffusionTransformer(nn.Module):
+    """Velocity model `v = f(x, t | text, seconds, local)` on (B, C, L) latents."""
+
+    def __init__(self, cfg: DiTConfig, attention_padding: str = "exclude") -> None:
+        super().__init__()
+        if attention_padding not in PADDING_MODES:
+            raise ValueError(f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}")
+        self.config = cfg
+        self.attention_padding = attention_padding
+        dim, io = cfg.embed_dim, cfg.io_channels
+        self.timestep_features = ExpoFourierFeatures(cfg.timestep_features_dim)
+        self.timestep_embed = MLP(cfg.timestep_features_dim, dim, dim)
+        self.cond_embed = MLP(cfg.cond_token_dim, dim, dim, bias=False)
+        self.global_embed = MLP(cfg.global_cond_dim, dim, dim, bias=False)
+        self.preprocess_conv = nn.Conv1d(io, io, 1, bias=False)
+        self.postprocess_conv = nn.Conv1d(io, io, 1, bias=False)
+        self.project_in = nn.Linear(io, dim, bias=False)
+        self.project_out = nn.Linear(dim, io, bias=False)
+        if cfg.num_memory_tokens:
+            self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, dim))
+        self.rotary = Rotary(cfg.rotary_dim)
+        self.adaln_embed = MLP(dim, dim, 6 * dim)
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.project_in.weight.dtype
+
+    def _timestep_input(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.config.timestep_features_logsnr:
+            return t
+        tc = t.clamp(1e-7, 1 - 1e-7)
+        logsnr = torch.log((1 - tc) / tc).clamp(-12, 5)
+        return (5 - logsnr) / 17
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        cross_cond: torch.Tensor,
+        global_cond: torch.Tensor,
+        local_cond: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, C, L); t: (B,); cross_cond: (B, N, cond_dim); global_cond: (B, global_dim);
+        local_cond: (B, local_dim, L) (zeros when None, as in text-to-audio); padding_mask: (B, L)
+        bool, True on valid frames. Returns the velocity (B, C, L) in the parameter dtype."""
+        dtype = self.dtype
+        b, _, length = x.shape
+        x = x.to(dtype)
+        t = t.float()
+        if self.config.local_add_cond_dim and local_cond is None:
+            local_cond = torch.zeros(b, self.config.local_add_cond_dim, length, device=x.device, dtype=dtype)
+
+        context = self.cond_embed(cross_cond.to(dtype))
+        temb = self.timestep_embed(self.timestep_features(self._timestep_input(t).to(dtype)))
+        adaln = self.adaln_embed(self.global_embed(global_cond.to(dtype)) + temb)
+
+        h = self.preprocess_conv(x) + x
+        h = self.project_in(h.transpose(1, 2))
+        n_mem = self.config.num_memory_tokens
+        if n_mem:
+            h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)
+        rotary = self.rotary(h.shape[1], device=h.device)
+        key_mask = None
+        if padding_mask is not None:
+            valid = padding_mask.to(device=h.device, dtype=torch.bool)
+            key_mask = torch.cat([valid.new_ones(b, n_mem), valid], dim=1)
+        local = None if local_cond is None else local_cond.to(dtype).transpose(1, 2)
+        for block in self.blocks:
+            h = block(
+                h,
+                context=context,
+                adaln=adaln,
+                local=local,
+                rotary=rotary,
+                key_mask=key_mask,
+                padding=self.attention_padding,
+            )
+        out = self.project_out(h[:, n_mem:]).transpose(1, 2)
+        return self.postprocess_conv(out) + out

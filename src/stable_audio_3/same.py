@@ -1,0 +1,459 @@
+"""SAME: the transformer audio autoencoder behind Stable Audio 3 (SAME-S and SAME-L).
+
+Audio (B, 2, T) is cut into patches of `patch_size` samples (B, 2*patch, T/patch). The encoder
+groups every `stride` patch tokens with one learned "new" token and keeps that token as the latent;
+the decoder does the reverse, one latent token followed by `stride` new tokens that become patches.
+Attention is local: SAME-S attends inside windows of two latents, shifted by half a window in the
+second half of the stack; SAME-L uses a sliding window of one latent on each side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Attention, DynamicTanh, GLUFeedForward, RMSNorm, Rotary
+
+__all__ = ["SAMESideConfig", "SAMEConfig", "SAMEAutoencoder", "patchify", "unpatchify"]
+
+# Keys the reference accepts in an encoder/decoder config; the ones we do not implement must keep
+# their defaults. `causal` and `conv_bias` are swallowed by the reference, so we accept them too.
+_SIDE_KEYS = {
+    "in_channels", "out_channels", "channels", "latent_dim", "c_mults", "strides", "transformer_depths",
+    "sliding_window", "differential", "variable_stride", "mask_noise", "conv_mapping", "sinusoidal_blocks",
+    "chunk_size", "chunk_midpoint_shift", "dim_heads", "ff_mult", "dyt", "mapping_bias", "feat_scale",
+    "layer_scale", "conformer", "cross_attn", "checkpointing", "freeze_backbone", "causal", "conv_bias",
+}  # fmt: skip
+_SIDE_FIXED = {"feat_scale": False, "layer_scale": False, "conformer": False, "cross_attn": False}
+
+
+@dataclass(frozen=True)
+class SAMESideConfig:
+    """One side (encoder or decoder) of a single-stage SAME autoencoder."""
+
+    io_channels: int  # patch channels (encoder input / decoder output)
+    width: int  # transformer width D = channels * c_mult
+    latent_dim: int
+    stride: int
+    depth: int
+    dim_heads: int = 128
+    chunk_size: int | None = 128
+    chunk_midpoint_shift: bool = False
+    sliding_window: tuple[int, int] | None = None
+    differential: bool = True
+    variable_stride: bool = False
+    mask_noise: float = 0.0
+    conv_mapping: bool = False
+    sinusoidal_blocks: int = 0
+    ff_mult: float = 3.0
+    dyt: bool = True
+    mapping_bias: bool = True
+
+    @classmethod
+    def from_official(cls, cfg: Mapping[str, Any], side: str) -> SAMESideConfig:
+        unknown = sorted(set(cfg) - _SIDE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown {side} config key(s): {', '.join(unknown)}")
+        for key, value in _SIDE_FIXED.items():
+            if cfg.get(key, value) != value:
+                raise ValueError(f"{side} config {key}={cfg[key]!r} is not supported")
+        c_mults, strides = list(cfg.get("c_mults", [1, 2, 4, 8])), list(cfg.get("strides", [2, 4, 8, 8]))
+        depths = list(cfg.get("transformer_depths", [3, 3, 3, 3]))
+        if len(c_mults) != 1 or len(strides) != 1 or len(depths) < 1:
+            raise ValueError(
+                f"{side} config: only single-stage SAME autoencoders are supported (one c_mult/stride)"
+            )
+        if side == "encoder" and "sinusoidal_blocks" in cfg:
+            raise ValueError("encoder config must not contain sinusoidal_blocks")
+        sinus = cfg.get("sinusoidal_blocks", [0, 0, 0, 0]) if side == "decoder" else [0]
+        window = cfg.get("sliding_window")
+        if window is not None:
+            if len(window) != 2 or window[0] != window[1]:
+                raise ValueError(f"{side} config sliding_window must be a symmetric pair, got {window}")
+            window = (int(window[0]), int(window[1]))
+        chunk = None if "chunk_size" not in cfg else int(cfg["chunk_size"])
+        stride = int(strides[0])
+        if window is None and (chunk or 128) % stride:
+            raise ValueError(f"{side} config chunk_size must be a multiple of the stride {stride}")
+        io_key = "in_channels" if side == "encoder" else "out_channels"
+        return cls(
+            io_channels=int(cfg.get(io_key, 2)),
+            width=int(cfg.get("channels", 128)) * int(c_mults[0]),
+            latent_dim=int(cfg.get("latent_dim", 32)),
+            stride=stride,
+            depth=int(depths[0]),
+            dim_heads=int(cfg.get("dim_heads", 128)),
+            chunk_size=chunk,
+            chunk_midpoint_shift=bool(cfg.get("chunk_midpoint_shift", False)),
+            sliding_window=window,
+            differential=bool(cfg.get("differential", True)),
+            variable_stride=bool(cfg.get("variable_stride", False)),
+            mask_noise=float(cfg.get("mask_noise", 0.0)),
+            conv_mapping=bool(cfg.get("conv_mapping", False)),
+            sinusoidal_blocks=int(sinus[0]),
+            ff_mult=float(cfg.get("ff_mult", 3)),
+            dyt=bool(cfg.get("dyt", True)),
+            mapping_bias=bool(cfg.get("mapping_bias", True)),
+        )
+
+    @property
+    def window_chunk(self) -> int:
+        """Patch tokens per attention window when chunked (the reference's default is 128)."""
+        return self.chunk_size if self.chunk_size is not None else 128
+
+
+@dataclass(frozen=True)
+class SAMEConfig:
+    """The SAME autoencoder section of a config (`model.pretransform.config` or an AE-only `model`)."""
+
+    encoder: SAMESideConfig
+    decoder: SAMESideConfig
+    patch_size: int
+    io_channels: int
+    latent_dim: int
+    downsampling_ratio: int
+    soft_clip: bool = False
+    noise_regularize: bool = False
+    auto_scale: bool = False
+    noise_augment_dim: int = 0
+
+    @property
+    def encoder_chunk_size(self) -> int | None:
+        return self.encoder.chunk_size
+
+    @property
+    def strides(self) -> list[int]:
+        return [self.encoder.stride]
+
+    @classmethod
+    def from_official(cls, cfg: Mapping[str, Any]) -> SAMEConfig:
+        known = {"encoder", "decoder", "bottleneck", "pretransform", "latent_dim", "downsampling_ratio",
+                 "io_channels", "in_channels", "out_channels", "sample_rate"}  # fmt: skip
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"unknown autoencoder config key(s): {', '.join(unknown)}")
+        for key in ("encoder", "decoder", "bottleneck", "pretransform", "latent_dim", "downsampling_ratio"):
+            if key not in cfg:
+                raise ValueError(f"autoencoder config is missing {key!r}")
+        enc = SAMESideConfig.from_official(cfg["encoder"].get("config", {}), "encoder")
+        dec_section = cfg["decoder"]
+        dec = SAMESideConfig.from_official(dec_section.get("config", {}), "decoder")
+        bottleneck = cfg["bottleneck"]
+        if bottleneck.get("type", "softnorm") != "softnorm":
+            raise ValueError(f"bottleneck type {bottleneck.get('type')!r} is not supported (only 'softnorm')")
+        bcfg = bottleneck.get("config", {})
+        extra = set(bcfg) - {"dim", "noise_augment_dim", "noise_regularize", "auto_scale", "freeze"}
+        if extra:
+            raise ValueError(f"unknown bottleneck config key(s): {', '.join(sorted(extra))}")
+        if int(bcfg.get("noise_augment_dim", 0)):
+            raise ValueError("bottleneck noise_augment_dim > 0 is not supported")
+        pre = cfg["pretransform"]
+        if pre.get("type") != "patched":
+            raise ValueError(
+                f"autoencoder pretransform type {pre.get('type')!r} is not supported (only 'patched')"
+            )
+        pcfg = pre.get("config", {})
+        if int(pcfg.get("oversampling", 1)) != 1 or int(pcfg.get("postfilter_channels", 0)) != 0:
+            raise ValueError("patched pretransform oversampling/postfilter are not supported")
+        patch = int(pcfg.get("patch_size", 256))
+        io = int(cfg.get("io_channels", 2))
+        latent = int(cfg["latent_dim"])
+        out = cls(
+            encoder=enc,
+            decoder=dec,
+            patch_size=patch,
+            io_channels=io,
+            latent_dim=latent,
+            downsampling_ratio=int(cfg["downsampling_ratio"]),
+            soft_clip=bool(dec_section.get("soft_clip", False)),
+            noise_regularize=bool(bcfg.get("noise_regularize", False)),
+            auto_scale=bool(bcfg.get("auto_scale", False)),
+        )
+        if enc.io_channels != io * patch or dec.io_channels != io * patch:
+            raise ValueError("encoder in_channels / decoder out_channels must equal io_channels * patch_size")
+        if out.downsampling_ratio != patch * enc.stride:
+            raise ValueError("downsampling_ratio must equal patch_size * stride")
+        if enc.latent_dim != latent or dec.latent_dim != latent:
+            raise ValueError("encoder/decoder latent_dim must equal the autoencoder latent_dim")
+        return out
+
+
+def patchify(audio: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, T) -> (B, C * patch, ceil(T / patch)), zero-padding the end; channel c*patch + h."""
+    pad = (-audio.shape[-1]) % patch
+    if pad:
+        audio = F.pad(audio, (0, pad))
+    b, c, t = audio.shape
+    return audio.view(b, c, t // patch, patch).permute(0, 1, 3, 2).reshape(b, c * patch, t // patch)
+
+
+def unpatchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of `patchify` (without the padding): (B, C * patch, L) -> (B, C, L * patch)."""
+    b, cp, length = x.shape
+    c = cp // patch
+    return x.view(b, c, patch, length).permute(0, 1, 3, 2).reshape(b, c, length * patch)
+
+
+class WeightNormConv1d(nn.Module):
+    """Conv1d with weight `g * v / ||v||` (norm per output channel), "same" padding."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight_g = nn.Parameter(torch.ones(cout, 1, 1))
+        self.weight_v = nn.Parameter(torch.zeros(cout, cin, kernel))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.weight_v
+        w = self.weight_g * v / v.norm(dim=(1, 2), keepdim=True)
+        return F.conv1d(x, w, self.bias, padding=(self.kernel - 1) // 2)
+
+
+class SAMELayer(nn.Module):
+    """Pre-norm transformer layer (no adaLN): x += Attn(norm(x)); x += FF(norm(x)), own RoPE."""
+
+    def __init__(self, cfg: SAMESideConfig, sinusoidal: bool) -> None:
+        super().__init__()
+        dim = cfg.width
+        if cfg.dyt:
+            self.attn_norm: nn.Module = DynamicTanh(dim)
+            self.ff_norm: nn.Module = DynamicTanh(dim)
+        else:
+            self.attn_norm, self.ff_norm = RMSNorm(dim, eps=1e-3), RMSNorm(dim, eps=1e-3)
+        self.self_attn = Attention(
+            dim,
+            cfg.dim_heads,
+            differential=cfg.differential,
+            qk_norm="dyt" if cfg.dyt else "rms",
+            qk_norm_eps=1e-3,
+        )
+        self.ff = GLUFeedForward(dim, int(dim * cfg.ff_mult), sinusoidal=sinusoidal)
+        self.rotary = Rotary(cfg.dim_heads // 2)
+
+    def forward(self, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
+        rotary = self.rotary(x.shape[1], device=x.device)
+        x = x + self.self_attn(self.attn_norm(x), rotary=rotary, window=window)
+        return x + self.ff(self.ff_norm(x))
+
+
+class ResamplingBlock(nn.Module):
+    """Turns `stride` tokens into one (encoder) or one into `stride` (decoder) with learned tokens."""
+
+    def __init__(self, cfg: SAMESideConfig, encoder: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        cin, cout = (cfg.io_channels, cfg.width) if encoder else (cfg.width, cfg.io_channels)
+        kernel = 3 if cfg.conv_mapping else 1
+        self.mapping = WeightNormConv1d(cin, cout, kernel, cfg.mapping_bias) if cin != cout else None
+        n_new = 1 if (encoder or cfg.variable_stride) else cfg.stride
+        self.new_tokens = nn.Parameter(torch.zeros(1, n_new, cfg.width))
+        self.layers = nn.ModuleList(
+            SAMELayer(cfg, sinusoidal=(cfg.depth - j) < cfg.sinusoidal_blocks) for j in range(cfg.depth)
+        )
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mapping is None else self.mapping(x)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg, s = self.cfg, self.cfg.stride
+        sliding = cfg.sliding_window is not None
+        b = x.shape[0]
+        if self.encoder:
+            x = F.pad(x, (0, (-x.shape[-1]) % (s if sliding else cfg.window_chunk)))
+            x = self._map(x)
+        h = x.transpose(1, 2)  # (B, T, D)
+        if not self.encoder:
+            multiple = 1 if sliding else cfg.window_chunk // s
+            h = F.pad(h, (0, 0, 0, (-h.shape[1]) % multiple))
+        seg_in, seg_out = (s, 1) if self.encoder else (1, s)
+        groups = h.shape[1] // seg_in
+        h = h.reshape(b * groups, seg_in, h.shape[-1])
+        new = self.new_tokens.expand(b * groups, seg_out, -1)
+        if cfg.mask_noise > 0:
+            noise = torch.randn(new.shape, generator=generator, device=new.device, dtype=new.dtype)
+            new = new + noise * cfg.mask_noise
+        h = torch.cat([h, new], dim=1).reshape(b, groups * (s + 1), -1)
+        h = self._transform(h)
+        h = h.reshape(b * groups, s + 1, -1)[:, -seg_out:]
+        h = h.reshape(b, groups * seg_out, -1).transpose(1, 2)
+        return h if self.encoder else self._map(h)
+
+    def _transform(self, h: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        b, n, d = h.shape
+        if cfg.sliding_window is not None:
+            window = cfg.sliding_window[0] * (cfg.stride + 1)
+            for layer in self.layers:
+                h = layer(h, window=window)
+            return h
+        size = cfg.window_chunk + cfg.window_chunk // cfg.stride  # tokens per window
+        split = cfg.depth // 2 if cfg.chunk_midpoint_shift else cfg.depth
+        h = self._windows(h, self.layers[:split], size)
+        if split < cfg.depth:
+            shift = size // 2
+            padded = torch.cat([h[:, :shift], h, h[:, -shift:]], dim=1)
+            h = self._windows(padded, self.layers[split:], size)[:, shift:-shift]
+        return h
+
+    @staticmethod
+    def _windows(h: torch.Tensor, layers: nn.ModuleList, size: int) -> torch.Tensor:
+        b, n, d = h.shape
+        if n % size:
+            raise ValueError(f"SAME sequence of {n} tokens is not a whole number of {size}-token windows")
+        w = h.reshape(b * (n // size), size, d)
+        for layer in layers:
+            w = layer(w)
+        return w.reshape(b, n, d)
+
+
+class SAMEEncoder(nn.Module):
+    def __init__(self, cfg: SAMESideConfig) -> None:
+        super().__init__()
+        self.block = ResamplingBlock(cfg, encoder=True)
+        self.proj_out = nn.Linear(cfg.width, cfg.latent_dim)
+
+    def forward(self, patches: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        h = self.block(patches, generator)
+        return self.proj_out(h.transpose(1, 2)).transpose(1, 2)
+
+
+class SAMEDecoder(nn.Module):
+    def __init__(self, cfg: SAMESideConfig) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(cfg.latent_dim, cfg.width)
+        self.block = ResamplingBlock(cfg, encoder=False)
+
+    def forward(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        h = self.proj_in(latents.transpose(1, 2)).transpose(1, 2)
+        return self.block(h, generator)
+
+
+class SoftNormBottleneck(nn.Module):
+    """Per-channel affine then division by a running std; decoding may add a little noise."""
+
+    def __init__(self, cfg: SAMEConfig) -> None:
+        super().__init__()
+        dim = cfg.latent_dim
+        self.scaling_factor = nn.Parameter(torch.ones(1, dim, 1))
+        self.bias = nn.Parameter(torch.zeros(1, dim, 1))
+        self.noise_scaling_factor = nn.Parameter(torch.ones(1, cfg.noise_augment_dim, 1))
+        self.running_std = nn.Parameter(torch.ones(1)) if cfg.auto_scale else None
+        self.noise_regularize = cfg.noise_regularize
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        z = y * self.scaling_factor + self.bias
+        return z if self.running_std is None else z / self.running_std
+
+    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        y = z if self.running_std is None else z * self.running_std
+        if self.noise_regularize:
+            scale = self.running_std if self.running_std is not None else y.std(dim=-1, keepdim=True)
+            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y = y + noise * scale * 1e-3
+        return y
+
+
+class SAMEAutoencoder(nn.Module):
+    """Audio (B, C, T) <-> latents (B, latent_dim, T / downsampling_ratio)."""
+
+    def __init__(self, cfg: SAMEConfig, iterate_batch: bool = False) -> None:
+        super().__init__()
+        self.config = cfg
+        self.iterate_batch = iterate_batch
+        self.encoder = SAMEEncoder(cfg.encoder)
+        self.decoder = SAMEDecoder(cfg.decoder)
+        self.bottleneck = SoftNormBottleneck(cfg)
+
+    def encode(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Audio (B, C, T) -> latents; T is zero-padded up to whole patches and windows."""
+        patches = patchify(audio, self.config.patch_size)
+        if self.iterate_batch:
+            h = torch.cat([self.encoder(patches[i : i + 1], generator) for i in range(len(patches))])
+        else:
+            h = self.encoder(patches, generator)
+        return self.bottleneck.encode(h)
+
+    def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents (B, D, L) -> audio (B, C, L' * ratio); L' is L rounded up to the window granularity."""
+        if self.iterate_batch:
+            z = torch.cat(
+                [self.bottleneck.decode(latents[i : i + 1], generator) for i in range(len(latents))]
+            )
+            patches = torch.cat([self.decoder(z[i : i + 1], generator) for i in range(len(z))])
+        else:
+            patches = self.decoder(self.bottleneck.decode(latents, generator), generator)
+        audio = unpatchify(patches, self.config.patch_size)
+        return torch.tanh(audio) if self.config.soft_clip else audio
+
+    def encode_chunked(
+        self,
+        audio: torch.Tensor,
+        chunk_size: int = 128,
+        overlap: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Encode overlapping chunks of `chunk_size` latents and stitch them (the reference's scheme)."""
+        ratio = self.config.downsampling_ratio
+        _check_chunking(chunk_size, overlap)
+        total = audio.shape[-1]
+        if total < chunk_size * ratio:
+            return self.encode(audio, generator)
+        starts = _chunk_starts(total // ratio, chunk_size, chunk_size - overlap)
+        frames = total // ratio
+        pieces = [self.encode(audio[..., s * ratio : (s + chunk_size) * ratio], generator) for s in starts]
+        out = pieces[0].new_zeros(*pieces[0].shape[:-1], frames)
+        _stitch(out, pieces, starts, chunk_size, overlap // 2, 1)
+        return out
+
+    def decode_chunked(
+        self,
+        latents: torch.Tensor,
+        chunk_size: int = 128,
+        overlap: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decode overlapping chunks of `chunk_size` latents and stitch them (the reference's scheme)."""
+        _check_chunking(chunk_size, overlap)
+        frames = latents.shape[-1]
+        if frames < chunk_size:
+            return self.decode(latents, generator)
+        ratio = self.config.downsampling_ratio
+        starts = _chunk_starts(frames, chunk_size, chunk_size - overlap)
+        pieces = [self.decode(latents[..., s : s + chunk_size], generator) for s in starts]
+        out = pieces[0].new_zeros(*pieces[0].shape[:-1], frames * ratio)
+        _stitch(out, pieces, starts, chunk_size, overlap // 2, ratio)
+        return out
+
+
+def _check_chunking(chunk_size: int, overlap: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not 0 <= overlap < chunk_size:
+        raise ValueError(f"overlap must be in [0, chunk_size), got {overlap}")
+
+
+def _chunk_starts(frames: int, chunk: int, hop: int) -> list[int]:
+    starts = list(range(0, frames - chunk + 1, hop))
+    if starts[-1] != frames - chunk:
+        starts.append(frames - chunk)
+    return starts
+
+
+def _stitch(
+    out: torch.Tensor, pieces: list[torch.Tensor], starts: list[int], chunk: int, half: int, scale: int
+) -> None:
+    """Write each chunk without its outer half-overlap; the last chunk is aligned to the end."""
+    total = out.shape[-1]
+    for i, (start, piece) in enumerate(zip(starts, pieces, strict=True)):
+        last = i == len(starts) - 1
+        o = total - chunk * scale if last else start * scale
+        left = 0 if i == 0 else half * scale
+        right = chunk * scale if last else (chunk - half) * scale
+        out[..., o + left : o + right] = piece[..., left:right]
