@@ -92,7 +92,9 @@ class TextEncoder:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
         previous = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -104,6 +106,8 @@ class TextEncoder:
                 )
         finally:
             hf_logging.set_verbosity(previous)
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model.eval().requires_grad_(False)
         logging.getLogger(__name__).debug("loaded text encoder from %s", folder)
 

@@ -1,0 +1,150 @@
+"""The engine around generate(): records, seeds, callbacks, cancellation and argument errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import checkpoint_dir
+
+from stable_audio_3 import GenerationCancelled, StableAudioModel, StepInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model() -> StableAudioModel:
+    return StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+
+
+def test_default_padding_mode_is_exclude(model: StableAudioModel) -> None:
+    assert model.attention_padding == "exclude"
+
+
+def test_padding_modes_give_the_same_audio_when_nothing_is_padded(model: StableAudioModel) -> None:
+    ref = StableAudioModel.from_pretrained(
+        checkpoint_dir("A"), device="cpu", attention_padding="reference_cpu"
+    )
+    args = {"prompt": "lofi", "duration": 1.5, "steps": 3, "seed": 11, "progress": False}
+    a = model.generate(**args)
+    assert model.last_record.latent_length == 176  # duration + 6 s padding covers every latent frame
+    assert torch.equal(a, ref.generate(**args))
+
+
+def test_same_seed_same_audio_and_random_seed_is_recorded(model: StableAudioModel) -> None:
+    a = model.generate("drums", duration=1.0, steps=2, seed=5, progress=False)
+    b = model.generate("drums", duration=1.0, steps=2, seed=5, progress=False)
+    assert torch.equal(a, b)
+    c = model.generate("drums", duration=1.0, steps=2, seed=-1, progress=False)
+    seed = model.last_record.seed
+    assert seed >= 0
+    d = model.generate("drums", duration=1.0, steps=2, seed=seed, progress=False)
+    assert torch.equal(c, d)
+
+
+def test_record_holds_settings_and_timings(model: StableAudioModel) -> None:
+    model.generate(["a", "b"], negative_prompt="c", duration=[1.0, 0.5], steps=3, cfg_scale=2.0, seed=1,
+                   progress=False)  # fmt: skip
+    rec = model.last_record
+    assert rec.prompts == ["a", "b"] and rec.negative_prompts == ["c", "c"]
+    assert rec.durations == [1.0, 0.5] and rec.steps == 3 and rec.cfg_scale == 2.0
+    assert rec.sampler == "pingpong" and len(rec.sigmas) == 2 and len(rec.sigmas[0]) == 4
+    assert {"conditioning", "sampling", "decoding", "total"} <= set(rec.timings)
+    assert rec.to_dict()["seed"] == 1
+
+
+def test_callback_sees_every_step(model: StableAudioModel) -> None:
+    seen: list[StepInfo] = []
+    model.generate("x", duration=0.5, steps=4, seed=0, callback=seen.append, progress=False)
+    assert [s.step for s in seen] == [0, 1, 2, 3]
+    assert all(s.steps == 4 for s in seen)
+    assert float(seen[-1].t_next[0]) == 0.0
+
+
+def test_cancel_stops_generation(model: StableAudioModel) -> None:
+    ev = threading.Event()
+    calls = []
+
+    def cb(info: StepInfo) -> None:
+        calls.append(info.step)
+        if info.step == 1:
+            ev.set()
+
+    with pytest.raises(GenerationCancelled, match="after step 2 of 6"):
+        model.generate("x", duration=0.5, steps=6, seed=0, callback=cb, cancel=ev, progress=False)
+    assert calls == [0, 1]
+
+
+def test_return_latents_and_explicit_sigmas(model: StableAudioModel) -> None:
+    sig = [1.0, 0.6, 0.2, 0.0]
+    z = model.generate("x", duration=0.5, steps=3, seed=2, sigmas=sig, return_latents=True, progress=False)
+    assert z.shape == (1, model.config.io_channels, model.last_record.latent_length)
+    assert model.last_record.sigmas == [pytest.approx(sig)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"prompt": None}, ValueError, "prompt"),
+        ({"prompt": 3}, TypeError, "prompt must be a string"),
+        ({"prompt": ["a", "b"], "batch_size": 3}, ValueError, "prompt has 2 items but batch_size is 3"),
+        ({"duration": -1}, ValueError, "duration must be > 0"),
+        ({"duration": float("nan")}, ValueError, "duration must be finite"),
+        ({"duration": 10_000}, ValueError, "duration must be <="),
+        ({"duration": "5"}, TypeError, "duration must be a number"),
+        ({"steps": 0}, ValueError, "steps must be a positive int"),
+        ({"steps": 2.5}, ValueError, "steps"),
+        ({"cfg_scale": "high"}, TypeError, "cfg_scale must be a number"),
+        ({"apg_scale": 2}, ValueError, "apg_scale must be <= 1"),
+        ({"seed": "1"}, TypeError, "seed must be an int"),
+        ({"sampler": "ddim"}, ValueError, "sampler must be one of"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ({"negative_prompt": ["a", "b"]}, ValueError, "negative_prompt has 2 items"),
+        ({"sigmas": [1.0, 0.5]}, ValueError, "sigmas has 2 values per item but steps \\+ 1 = 3"),
+        ({"sigmas": [1.0, 0.5, 0.1]}, ValueError, "sigmas must end at 0"),
+        ({"duration_padding_sec": -1}, ValueError, "duration_padding_sec must be >= 0"),
+        ({"cancel": 5}, TypeError, "cancel must be"),
+    ],
+)
+def test_bad_arguments_are_named(model: StableAudioModel, kwargs: dict, error: type, pattern: str) -> None:
+    args = {"prompt": "x", "duration": 0.5, "steps": 2, "seed": 0, "progress": False} | kwargs
+    with pytest.raises(error, match=pattern):
+        model.generate(**args)
+
+
+def test_base_model_rejects_pingpong() -> None:
+    base = StableAudioModel.from_pretrained(checkpoint_dir("B"), device="cpu")
+    with pytest.raises(ValueError, match="pingpong sampler needs an rf_denoiser"):
+        base.generate("x", duration=0.5, steps=2, sampler="pingpong", progress=False)
+    assert base.generate("x", duration=0.5, steps=2, sampler="dpmpp", seed=0, progress=False).isfinite().all()
+
+
+def _readme_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "tests/fixtures" in b]
+
+
+@pytest.mark.parametrize("block", _readme_blocks())
+def test_readme_examples_run(block: str, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    exec(compile(block, "README.md", "exec"), {})
+
+
+def test_cli_writes_audio_and_exits_2_on_bad_input(tmp_path: Path) -> None:
+    ckpt = str(checkpoint_dir("A"))
+    out = tmp_path / "x.wav"
+    cmd = [sys.executable, "-m", "stable_audio_3", "--model", ckpt, "-p", "hi", "--duration", "0.5",
+           "--steps", "2", "--seed", "1", "-o", str(out)]  # fmt: skip
+    ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert out.exists() and out.stat().st_size > 1000
+    bad = subprocess.run(cmd[:-2] + ["--duration", "-3", "-o", str(tmp_path / "y.wav")], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "duration" in bad.stderr
+    assert not (tmp_path / "y.wav").exists()
