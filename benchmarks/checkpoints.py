@@ -168,9 +168,11 @@ def write_random_checkpoint(folder: str | Path, size: str = "small", seed: int =
         nets = Networks(cfg, attention_padding="exclude")
     with torch.no_grad():
         for name, p in nets.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, p.shape[1] ** -0.5, generator=gen)
-            elif p.numel() > 0 and not name.endswith("running_std"):
+            if p.numel() == 0 or name.endswith("running_std"):
+                continue
+            if p.dim() >= 2 and p[0].numel() > 1:
+                p.normal_(0.0, p[0].numel() ** -0.5, generator=gen)
+            else:
                 p.normal_(0.0, 0.05, generator=gen).add_(1.0 if name.endswith(("gamma", "weight_g")) else 0.0)
     state = {k: v.contiguous() for k, v in export_official_state_dict(nets).items()}
     save_file(state, str(folder / "model.safetensors"))

@@ -12,6 +12,8 @@ import torch
 from conftest import assert_stage_close, checkpoint_dir, entry, entry_names, generated, stage
 
 from stable_audio_3 import StableAudioModel
+from stable_audio_3.generation import effective_lengths
+from stable_audio_3.schedules import reference_init_schedule, shift_from_config
 
 T2A_CASES = (
     "t2a_single",
@@ -116,3 +118,86 @@ def test_conditioning_assembly_matches_reference(models, config: str) -> None:
     assert torch.equal(
         cond["negative_cross_mask"], stage(config, "conditioning_inputs/negative_cross_attn_mask")
     )
+
+
+EDIT_CASES = ("a2a_init_noise_0p5", "inpaint_one_region", "inpaint_two_regions", "continuation")
+
+
+def _edit_cases() -> list[tuple[str, str]]:
+    return [(c, name) for c in ("A", "B", "E") for name in entry_names(c) if name in EDIT_CASES]
+
+
+def _edit_args(model: StableAudioModel, config: str, e: dict) -> dict:
+    args = dict(e["args"])
+    for key in ("init_audio", "inpaint_audio"):
+        if key in args:
+            # The fixture stores "(sample_rate=..., <sources/...>)": the official (rate, waveform) order.
+            args[key] = (model.sample_rate, generated(config, e["inputs"]["source_audio"]))
+    if "init_audio" in args:
+        # Parity with the reference's (non-monotonic) audio-to-audio schedule, requested explicitly.
+        shift = shift_from_config(model.config.diffusion.sampling_shift)
+        lengths = effective_lengths(
+            [args["duration"]], model.sample_rate, model.config.pretransform.autoencoder.downsampling_ratio
+        )
+        args["sigmas"] = reference_init_schedule(args["steps"], lengths, shift, args["init_noise_level"])
+    return args
+
+
+@pytest.mark.parametrize(("config", "case"), _edit_cases())
+def test_editing_matches_reference(models, config: str, case: str) -> None:
+    model = load(models, config)
+    e = entry(config, case)
+    out = e["outputs"]
+    tol = END_TO_END_TOL[config]
+    steps_seen: list[torch.Tensor] = []
+    args = _edit_args(model, config, e)
+
+    def capture(info) -> None:
+        steps_seen.append(info.x.clone())
+
+    audio = model.generate(seed=e["seed"], **args, callback=capture, progress=False)
+    record = model.last_record
+    dit_t = generated(config, out["dit_t"])
+    assert torch.tensor(record.sigmas)[:, :-1].T.shape == dit_t.shape
+    assert (torch.tensor(record.sigmas)[:, :-1].T - dit_t).abs().max().item() <= 1e-6
+    latents, ref_latents = steps_seen[-1], generated(config, out["latents"])
+    assert (latents - ref_latents).abs().max().item() <= tol
+    ref_audio = generated(config, out["audio"])
+    assert audio.shape == ref_audio.shape
+    assert (audio - ref_audio).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize(("config", "case"), _edit_cases())
+def test_editing_inputs_match_reference(models, config: str, case: str) -> None:
+    """The conditioning the DiT receives: encoded source, [mask; masked latents] and first input."""
+    from stable_audio_3.editing import prepare_edit_inputs
+    from stable_audio_3.generation import generation_length
+
+    model = load(models, config)
+    e = entry(config, case)
+    out = e["outputs"]
+    args = _edit_args(model, config, e)
+    ae = model.config.pretransform.autoencoder
+    n = generation_length(
+        [args["duration"]],
+        6.0,
+        model.sample_rate,
+        ae.downsampling_ratio,
+        (ae.encoder_chunk_size or 32) // ae.strides[0],
+        model.config.sample_size,
+    )
+    edit = prepare_edit_inputs(
+        model,
+        batch=1,
+        durations=[args["duration"]],
+        n_samples=n,
+        length=n // ae.downsampling_ratio,
+        generator=torch.Generator(),
+        init_audio=args.get("init_audio"),
+        inpaint_audio=args.get("inpaint_audio"),
+        inpaint_mask_start_seconds=args.get("inpaint_mask_start_seconds"),
+        inpaint_mask_end_seconds=args.get("inpaint_mask_end_seconds"),
+    )
+    assert_stage_close(edit.local_cond, generated(config, out["dit_local_add_cond"]), "local cond")
+    source = edit.init_latents if edit.init_latents is not None else edit.source_latents
+    assert_stage_close(source, generated(config, out["encoded_source_latents"]), "encoded source")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .editing import prepare_edit_inputs
 from .generation import (
     Canceller,
     GenerationCancelled,
@@ -101,6 +102,12 @@ def run_generation(
     cancel: Canceller | None,
     progress: bool | None,
     generator: torch.Generator | None,
+    init_audio: Any = None,
+    init_noise_level: float = 1.0,
+    inpaint_audio: Any = None,
+    inpaint_mask: Any = None,
+    inpaint_mask_start_seconds: Any = None,
+    inpaint_mask_end_seconds: Any = None,
 ) -> torch.Tensor:
     cfg = model.config
     ae_cfg = cfg.pretransform.autoencoder
@@ -129,6 +136,11 @@ def run_generation(
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler_name!r}")
     if sampler_name == "pingpong" and cfg.diffusion.objective != "rf_denoiser":
         raise ValueError("the pingpong sampler needs an rf_denoiser checkpoint; use 'euler' or 'dpmpp'")
+    start_level = 1.0
+    if init_audio is not None:
+        start_level = _check_number("init_noise_level", init_noise_level, low=0.0, low_open=True, high=1.0)
+    elif init_noise_level != 1.0:
+        raise ValueError("init_noise_level only applies with init_audio")
     seed = resolve_seed(seed)
     device = model.device
 
@@ -150,8 +162,24 @@ def run_generation(
     # ---- conditioning
     t0 = time.perf_counter()
     cond = model._condition(prompts, negatives, durations)
-    local = torch.zeros(batch, cfg.io_channels + 1, length, device=device, dtype=model.dtype)
     timings["conditioning"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    edit = prepare_edit_inputs(
+        model,
+        batch=batch,
+        durations=durations,
+        n_samples=n_samples,
+        length=length,
+        generator=gen,
+        init_audio=init_audio,
+        inpaint_audio=inpaint_audio,
+        inpaint_mask=inpaint_mask,
+        inpaint_mask_start_seconds=inpaint_mask_start_seconds,
+        inpaint_mask_end_seconds=inpaint_mask_end_seconds,
+    )
+    local = edit.local_cond
+    if init_audio is not None or inpaint_audio is not None:
+        timings["encoding"] = time.perf_counter() - t0
 
     # ---- schedule
     if sigmas is not None:
@@ -159,9 +187,17 @@ def run_generation(
     else:
         shift = shift_from_config(cfg.diffusion.sampling_shift)
         schedule = build_schedule(
-            steps, effective_lengths(durations, cfg.sample_rate, ratio), shift, device=device
+            steps,
+            effective_lengths(durations, cfg.sample_rate, ratio),
+            shift,
+            start=start_level,
+            device=device,
         )
-    x = (noise * schedule[:, 0, None, None]).to(model.dtype)
+    sigma_max = schedule[:, 0, None, None]
+    if edit.init_latents is None:
+        x = (noise * sigma_max).to(model.dtype)
+    else:
+        x = (edit.init_latents.float() * (1 - sigma_max) + noise * sigma_max).to(model.dtype)
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return guided_velocity(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -170,6 +171,12 @@ class StableAudioModel:
         cancel: threading.Event | Callable[[], bool] | None = None,
         progress: bool | None = None,
         generator: torch.Generator | None = None,
+        init_audio: Any = None,
+        init_noise_level: float = 1.0,
+        inpaint_audio: Any = None,
+        inpaint_mask: Any = None,
+        inpaint_mask_start_seconds: float | Sequence[float] | None = None,
+        inpaint_mask_end_seconds: float | Sequence[float] | None = None,
     ) -> torch.Tensor:
         """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
 
@@ -178,6 +185,14 @@ class StableAudioModel:
         after every sampler step; `cancel` (an Event or a callable) aborts with
         `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
         row for all items or one per item).
+
+        Editing: `init_audio` (+ `init_noise_level`, 1.0 = pure generation, 0.1 = close variation)
+        starts from noised source latents with a schedule that begins exactly at that level;
+        `inpaint_audio` with `inpaint_mask_start_seconds` / `inpaint_mask_end_seconds` (floats for
+        one region, equal-length lists for several) or a prebuilt `inpaint_mask` (1 = keep)
+        regenerates only the regions. Continuation: a `duration` longer than the source with a
+        region from the source's end. Audio inputs: a path, `(waveform, rate)` or `(rate,
+        waveform)`, numpy or torch, mono or stereo, any sample rate.
         """
         from .engine import run_generation  # local import keeps this module about the public API
 
@@ -206,4 +221,10 @@ class StableAudioModel:
                 cancel=as_canceller(cancel),
                 progress=progress,
                 generator=generator,
+                init_audio=init_audio,
+                init_noise_level=init_noise_level,
+                inpaint_audio=inpaint_audio,
+                inpaint_mask=inpaint_mask,
+                inpaint_mask_start_seconds=inpaint_mask_start_seconds,
+                inpaint_mask_end_seconds=inpaint_mask_end_seconds,
             )
