@@ -94,15 +94,18 @@ def to_waveform(
         else:
             raise ValueError(f"{name} must be (waveform, sample_rate) or (sample_rate, waveform)")
     else:
+        wave = _as_tensor(value, name)
         if sample_rate is None:
             raise ValueError(f"{name}: a bare waveform needs its sample rate, pass (waveform, sample_rate)")
-        wave, rate = _as_tensor(value, name), int(sample_rate)
+        rate = int(sample_rate)
     if wave.dim() == 3 and wave.shape[0] == 1:
         wave = wave[0]
     if wave.dim() == 1:
         wave = wave[None]
     if wave.dim() != 2:
         raise ValueError(f"{name} must be 1-D or 2-D audio, got shape {tuple(wave.shape)}")
+    if wave.numel() == 0:
+        raise ValueError(f"{name} is empty")
     if wave.shape[0] > wave.shape[1] and wave.shape[1] <= 2:
         wave = wave.T  # channels-last
     if wave.shape[0] > 2:

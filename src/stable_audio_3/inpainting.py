@@ -67,11 +67,13 @@ def mask_from_regions(
 
 
 def limit_mask(mask: torch.Tensor, n_samples: int, max_seconds: float, sample_rate: int) -> torch.Tensor:
-    """Crop to the generation length and force "regenerate" past the longest requested duration.
+    """Fit to the generation length and force "regenerate" past the longest requested duration.
 
     The second rule is the reference's (it matches training, where padding is never context).
     """
     mask = mask[..., :n_samples].float().clone()
+    if mask.shape[-1] < n_samples:  # a shorter prebuilt mask: the rest is regenerated (never stretched)
+        mask = F.pad(mask, (0, n_samples - mask.shape[-1]))
     end = int(max_seconds * sample_rate)
     if end < mask.shape[-1]:
         mask[..., end:] = 0
