@@ -129,7 +129,7 @@ def _readme_blocks() -> list[str]:
     return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "tests/fixtures" in b]
 
 
-@pytest.mark.parametrize("block", _readme_blocks())
+@pytest.mark.parametrize("block", _readme_blocks(), ids=lambda b: f"block{_readme_blocks().index(b)}")
 def test_readme_examples_run(block: str, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     exec(compile(block, "README.md", "exec"), {})
