@@ -177,3 +177,29 @@ def test_autoencoder_from_local_full_checkpoint_and_standalone_file(tmp_path: Pa
     z2 = alone.encode((wave, alone.sample_rate))
     assert torch.equal(z1, z2)
     assert full.decode(z1).shape == (1, 2, z1.shape[-1] * full.downsampling_ratio)
+
+
+def test_offline_without_cache_says_what_to_do(monkeypatch, tmp_path: Path) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*_, **__):
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*local checkpoint directory"):
+        StableAudioModel.from_pretrained("medium", device="cpu")
+
+
+def test_gated_repo_says_how_to_log_in(monkeypatch) -> None:
+    import huggingface_hub
+
+    class GatedRepoError(OSError):  # stands in for huggingface_hub's (an OSError subclass)
+        pass
+
+    def gated(*_, **__):
+        raise GatedRepoError("401 Client Error: access to this gated repo is restricted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
+    with pytest.raises(PermissionError, match="gated.*log in"):
+        AutoencoderModel.from_pretrained("same-l", device="cpu")

@@ -50,11 +50,29 @@ def _looks_like_path(name: str) -> bool:
     return os.sep in name or name.startswith((".", "~")) or Path(name).exists()
 
 
+def _hub_error(repo_id: str, err: Exception) -> Exception:
+    """Turn hub failures into one readable error that says what to do."""
+    name = type(err).__name__
+    if "GatedRepo" in name or "401" in str(err) or "403" in str(err):
+        return PermissionError(
+            f"{repo_id} is gated: accept its license on Hugging Face and log in (`hf auth login` or HF_TOKEN)"
+        )
+    if "LocalEntryNotFound" in name or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return FileNotFoundError(
+            f"{repo_id} is not in the Hugging Face cache and downloads are disabled (HF_HUB_OFFLINE) or the "
+            "network is unreachable; download it once online, or pass a local checkpoint directory"
+        )
+    return RuntimeError(f"could not fetch {repo_id} from Hugging Face: {err}")
+
+
 def _download(repo_id: str, revision: str | None) -> ResolvedCheckpoint:
     from huggingface_hub import hf_hub_download
 
-    config = hf_hub_download(repo_id, CONFIG_FILE, revision=revision)
-    weights = hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision)
+    try:
+        config = hf_hub_download(repo_id, CONFIG_FILE, revision=revision)
+        weights = hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision)
+    except (OSError, ValueError) as err:
+        raise _hub_error(repo_id, err) from err
     return ResolvedCheckpoint(Path(config), Path(weights), repo_id, revision)
 
 
@@ -126,7 +144,10 @@ def resolve_text_encoder(
     from huggingface_hub import snapshot_download
 
     pattern = f"{subfolder}/*" if subfolder else "*"
-    root = Path(snapshot_download(repo, revision=checkpoint.revision, allow_patterns=[pattern]))
+    try:
+        root = Path(snapshot_download(repo, revision=checkpoint.revision, allow_patterns=[pattern]))
+    except (OSError, ValueError) as err:
+        raise _hub_error(repo, err) from err
     folder = root / (subfolder or "")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"repo {repo} has no text encoder in {subfolder!r}")
