@@ -23,6 +23,9 @@ __all__ = [
     "read_safetensors",
     "load_official_state_dict",
     "export_official_state_dict",
+    "lora_key_to_ours",
+    "ours_to_lora_key",
+    "lora_filter_name",
 ]
 
 
@@ -222,3 +225,40 @@ def export_official_state_dict(
         ours_to_official(k, autoencoder_only=autoencoder_only): v.detach()
         for k, v in module.state_dict().items()
     }
+
+
+# ---------------------------------------------------------------------------------------- LoRA
+# Official LoRA files name adapters by module paths relative to the DiT wrapper (`model.<dit path>`)
+# and to the conditioner (`conditioners.<id>...`), then `.parametrizations.weight.<n>.<param>`.
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.parametrizations\.weight\.(?P<n>\d+)\.(?P<param>[A-Za-z_]+)$")
+_LORA_ROOTS = (("model.", "model."), ("conditioners.", "conditioner."))
+
+
+def lora_key_to_ours(key: str) -> tuple[str, int, str]:
+    """`model.transformer.layers.0.self_attn.to_qkv.parametrizations.weight.0.lora_A` ->
+    (`dit.blocks.0.self_attn.to_qkv`, 0, `lora_A`). Raises ValueError for a malformed key."""
+    m = _LORA_KEY.match(key)
+    if m is None:
+        raise ValueError(f"not an official LoRA key: {key!r}")
+    module = m["module"]
+    for relative, full in _LORA_ROOTS:
+        if module.startswith(relative):
+            ours = official_to_ours(full + module + ".weight")
+            if ours.startswith(("dit.", "conditioners.")) and ours.endswith(".weight"):
+                return ours[: -len(".weight")], int(m["n"]), m["param"]
+    raise ValueError(f"LoRA key {key!r} names no DiT or conditioner layer")
+
+
+def lora_filter_name(module: str) -> str:
+    """Our module path -> the official name include/exclude filters are matched against."""
+    full = ours_to_official(module + ".weight")[: -len(".weight")]
+    if full.startswith("model.model."):
+        return full[len("model.") :]
+    if full.startswith("conditioner."):
+        return full[len("conditioner.") :]
+    return module
+
+
+def ours_to_lora_key(module: str, param: str, n: int = 0) -> str:
+    """Inverse of `lora_key_to_ours` (files always store n = 0)."""
+    return f"{lora_filter_name(module)}.parametrizations.weight.{n}.{param}"

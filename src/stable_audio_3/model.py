@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
 from . import hub
@@ -18,6 +20,7 @@ from .config import ConfigError, ModelConfig, load_model_config
 from .devices import resolve_device, resolve_dtype
 from .dit import DiffusionTransformer
 from .generation import GenerationRecord, as_canceller
+from .lora_files import Merger
 from .same import SAMEAutoencoder
 from .samplers import StepInfo
 
@@ -64,6 +67,9 @@ class StableAudioModel:
         self.device = device
         self.dtype = dtype
         self.last_record: GenerationRecord | None = None
+        self.lora_names: list[str] = []
+        self._lora_configs: list = []
+        self._merger = Merger()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -125,6 +131,101 @@ class StableAudioModel:
     def attention_padding(self) -> str:
         return self.dit.attention_padding
 
+    # ------------------------------------------------------------------ LoRA
+    def _lora_roots(self) -> dict[str, nn.Module]:
+        return {"dit": self.networks.dit, "conditioners": self.networks.conditioners}
+
+    def load_lora(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  svd_bases_path: str | os.PathLike[str] | None = None) -> list[int]:  # fmt: skip
+        """Stack one or more LoRA files (official `.safetensors`/`.ckpt` layout or PEFT-style) on top
+        of those already loaded; returns their indices for `set_lora_strength(..., lora_index=i)`."""
+        from .lora_files import apply_lora_file, read_lora_file
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self._require_unmerged("load_lora")
+        files = [read_lora_file(p) for p in paths]
+        bases = None
+        if any(f.config.adapter_type.endswith("-xs") for f in files):
+            bases_path = svd_bases_path or self.config.raw.get("svd_bases_path")
+            if bases_path is not None:
+                bases = torch.load(str(bases_path), map_location="cpu", weights_only=True)
+        indices = []
+        for f in files:
+            index = len(self.lora_names)
+            apply_lora_file(self._lora_roots(), f, index, bases)
+            self.lora_names.append(f.name)
+            self._lora_configs.append(f.config)
+            indices.append(index)
+        return indices
+
+    def set_lora_strength(self, strength: float, lora_index: int | None = None) -> None:
+        """Strength of all LoRAs, or of one; 0.0 disables a LoRA without unloading it."""
+        from .lora import iter_adapters
+
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength != strength:
+            raise TypeError(f"strength must be a number, got {strength!r}")
+        if lora_index is not None and not 0 <= lora_index < len(self.lora_names):
+            raise ValueError(
+                f"lora_index {lora_index} is out of range: {len(self.lora_names)} LoRA(s) loaded"
+            )
+        self._require_unmerged("set_lora_strength")
+        for root in self._lora_roots().values():
+            for _, _, _, adapter in iter_adapters(root):
+                if lora_index is None or adapter.index == lora_index:
+                    adapter.strength.fill_(float(strength))
+
+    def lora_strengths(self) -> list[float]:
+        from .lora import iter_adapters
+
+        found = {
+            a.index: float(a.strength) for r in self._lora_roots().values() for *_, a in iter_adapters(r)
+        }
+        return [found.get(i, 0.0) for i in range(len(self.lora_names))]
+
+    def unload_lora(self) -> None:
+        """Remove every LoRA, restoring the base weights bit for bit."""
+        from .lora import detach_all
+
+        self._merger.unmerge()
+        for root in self._lora_roots().values():
+            detach_all(root)
+        self.lora_names.clear()
+        self._lora_configs.clear()
+
+    def merge_lora(self) -> None:
+        """Fold the LoRAs (at their current strengths) into the weights for speed; `unmerge_lora`
+        restores the exact unmerged state."""
+        self._merger.merge(self._lora_roots())
+
+    def unmerge_lora(self) -> None:
+        self._merger.unmerge()
+
+    @contextlib.contextmanager
+    def _lora_strength_for_call(self, strength: float | Sequence[float] | None) -> Iterator[None]:
+        if strength is None:
+            yield
+            return
+        if not self.lora_names:
+            raise ValueError("lora_strength was given but no LoRA is loaded (use load_lora first)")
+        values = list(strength) if isinstance(strength, (list, tuple)) else [strength] * len(self.lora_names)
+        if len(values) != len(self.lora_names):
+            raise ValueError(
+                f"lora_strength has {len(values)} values but {len(self.lora_names)} LoRA(s) are loaded"
+            )
+        saved = self.lora_strengths()
+        try:
+            for i, v in enumerate(values):
+                self.set_lora_strength(v, lora_index=i)
+            yield
+        finally:
+            for i, v in enumerate(saved):
+                self.set_lora_strength(v, lora_index=i)
+
+    def _require_unmerged(self, what: str) -> None:
+        if self._merger.merged:
+            raise RuntimeError(f"{what}: the LoRAs are merged; call unmerge_lora() first")
+
     # ------------------------------------------------------------------ conditioning
     def _condition(
         self, prompts: list[str], negatives: list[str] | None, durations: list[float]
@@ -177,6 +278,7 @@ class StableAudioModel:
         inpaint_mask: Any = None,
         inpaint_mask_start_seconds: float | Sequence[float] | None = None,
         inpaint_mask_end_seconds: float | Sequence[float] | None = None,
+        lora_strength: float | Sequence[float] | None = None,
     ) -> torch.Tensor:
         """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
 
@@ -193,10 +295,13 @@ class StableAudioModel:
         regenerates only the regions. Continuation: a `duration` longer than the source with a
         region from the source's end. Audio inputs: a path, `(waveform, rate)` or `(rate,
         waveform)`, numpy or torch, mono or stereo, any sample rate.
+
+        `lora_strength`: strength for this call only (one number for all loaded LoRAs, or one per
+        LoRA); the model's strengths are restored afterwards.
         """
         from .engine import run_generation  # local import keeps this module about the public API
 
-        with self._lock:
+        with self._lock, self._lora_strength_for_call(lora_strength), parametrize.cached():
             return run_generation(
                 self,
                 prompt=prompt,
