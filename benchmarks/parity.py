@@ -50,11 +50,16 @@ def report(config: str) -> list[dict]:
                 add(name, "embeddings", emb, stage(config, out["embeddings"]))
             elif kind == "conditioning_inputs":
                 pos, neg = e["args"]["conditioning"], e["args"]["negative_conditioning"]
-                c = model._condition([p["prompt"] for p in pos], [n["prompt"] for n in neg],
-                                     [p["seconds_total"] for p in pos])  # fmt: skip
+                c = model._condition(
+                    [p["prompt"] for p in pos], [n["prompt"] for n in neg], [p["seconds_total"] for p in pos]
+                )
                 add(name, "cross_attn_cond", c["cross_cond"], stage(config, out["cross_attn_cond"]))
-                add(name, "negative_cross_attn_cond", c["negative_cross_cond"],
-                    stage(config, out["negative_cross_attn_cond"]))  # fmt: skip
+                add(
+                    name,
+                    "negative_cross_attn_cond",
+                    c["negative_cross_cond"],
+                    stage(config, out["negative_cross_attn_cond"]),
+                )
             elif kind == "dit_forward":
                 a = e["args"]
 
@@ -87,18 +92,30 @@ def report(config: str) -> list[dict]:
                     model.autoencoder.encode(audio),
                     stage(config, out["latents_unchunked"]),
                 )
-                add(name, "chunked", model.autoencoder.encode_chunked(audio, 16, 4),
-                    stage(config, out["latents_chunked"]))  # fmt: skip
+                add(
+                    name,
+                    "chunked",
+                    model.autoencoder.encode_chunked(audio, 16, 4),
+                    stage(config, out["latents_chunked"]),
+                )
             elif kind == "same_decode":
                 z = stage(config, inp["latents"])
                 add(name, "unchunked", model.autoencoder.decode(z), stage(config, out["audio_unchunked"]))
                 add(name, "chunked", model.autoencoder.decode_chunked(z), stage(config, out["audio_chunked"]))
-                add(name, "chunked_small", model.autoencoder.decode_chunked(z, 32, 8),
-                    stage(config, out["audio_chunked_small"]))  # fmt: skip
+                add(
+                    name,
+                    "chunked_small",
+                    model.autoencoder.decode_chunked(z, 32, 8),
+                    stage(config, out["audio_chunked_small"]),
+                )
             elif kind == "generate" and "init_audio" not in e["args"] and "inpaint_audio" not in e["args"]:
                 last: list[torch.Tensor] = []
-                audio = model.generate(seed=e["seed"], **e["args"], progress=False,
-                                       callback=lambda info, last=last: last.append(info.x))  # fmt: skip
+                audio = model.generate(
+                    seed=e["seed"],
+                    **e["args"],
+                    progress=False,
+                    callback=lambda info, last=last: last.append(info.x),
+                )
                 add(name, "latents", last[-1], generated(config, out["latents"]), end_to_end=True)
                 add(name, "audio", audio, generated(config, out["audio"]), end_to_end=True)
     return rows

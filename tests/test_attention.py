@@ -60,7 +60,9 @@ def test_padding_semantics() -> None:
     zeroed[..., 4:, :] = 0
     assert torch.allclose(ref, F.scaled_dot_product_attention(q, k, zeroed), atol=1e-6)
     all_valid = torch.ones_like(valid)
-    assert torch.equal(attend(q, k, v, key_mask=all_valid, padding="exclude"),
-                       attend(q, k, v, key_mask=all_valid, padding="reference_cpu"))  # fmt: skip
+    assert torch.equal(
+        attend(q, k, v, key_mask=all_valid, padding="exclude"),
+        attend(q, k, v, key_mask=all_valid, padding="reference_cpu"),
+    )
     with pytest.raises(ValueError, match="attention padding must be one of"):
         attend(q, k, v, padding="zero")

@@ -79,8 +79,16 @@ def test_region_end_past_duration_is_clamped_with_a_warning() -> None:
     model = load("A")
     src = (model.sample_rate, _sine(6000, model.sample_rate))
     with pytest.warns(UserWarning, match="clamped"):
-        model.generate("x", duration=1.0, steps=2, seed=0, inpaint_audio=src, inpaint_mask_start_seconds=0.5,
-                       inpaint_mask_end_seconds=3.0, progress=False)  # fmt: skip
+        model.generate(
+            "x",
+            duration=1.0,
+            steps=2,
+            seed=0,
+            inpaint_audio=src,
+            inpaint_mask_start_seconds=0.5,
+            inpaint_mask_end_seconds=3.0,
+            progress=False,
+        )
 
 
 # ---------------------------------------------------------------- audio inputs
@@ -158,9 +166,16 @@ def test_generate_rejects_bad_edit_arguments() -> None:
 def test_batched_inpainting_with_per_item_prompts_and_durations() -> None:
     model = load("A")
     src = (model.sample_rate, _sine(9000, model.sample_rate))
-    audio = model.generate(["a", "b", "c"], duration=[1.5, 1.0, 1.2], steps=2, seed=3, inpaint_audio=src,
-                           inpaint_mask_start_seconds=[0.2, 0.8], inpaint_mask_end_seconds=[0.4, 1.0],
-                           progress=False)  # fmt: skip
+    audio = model.generate(
+        ["a", "b", "c"],
+        duration=[1.5, 1.0, 1.2],
+        steps=2,
+        seed=3,
+        inpaint_audio=src,
+        inpaint_mask_start_seconds=[0.2, 0.8],
+        inpaint_mask_end_seconds=[0.4, 1.0],
+        progress=False,
+    )
     assert audio.shape[0] == 3 and torch.isfinite(audio).all()
 
 

@@ -48,8 +48,9 @@ def test_same_seed_same_audio_and_random_seed_is_recorded(model: StableAudioMode
 
 
 def test_record_holds_settings_and_timings(model: StableAudioModel) -> None:
-    model.generate(["a", "b"], negative_prompt="c", duration=[1.0, 0.5], steps=3, cfg_scale=2.0, seed=1,
-                   progress=False)  # fmt: skip
+    model.generate(
+        ["a", "b"], negative_prompt="c", duration=[1.0, 0.5], steps=3, cfg_scale=2.0, seed=1, progress=False
+    )
     rec = model.last_record
     assert rec.prompts == ["a", "b"] and rec.negative_prompts == ["c", "c"]
     assert rec.durations == [1.0, 0.5] and rec.steps == 3 and rec.cfg_scale == 2.0
@@ -138,13 +139,32 @@ def test_readme_examples_run(block: str, monkeypatch) -> None:
 def test_cli_writes_audio_and_exits_2_on_bad_input(tmp_path: Path) -> None:
     ckpt = str(checkpoint_dir("A"))
     out = tmp_path / "x.wav"
-    cmd = [sys.executable, "-m", "stable_audio_3", "--model", ckpt, "-p", "hi", "--duration", "0.5",
-           "--steps", "2", "--seed", "1", "-o", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "stable_audio_3",
+        "--model",
+        ckpt,
+        "-p",
+        "hi",
+        "--duration",
+        "0.5",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "-o",
+        str(out),
+    ]
     ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert out.exists() and out.stat().st_size > 1000
-    bad = subprocess.run(cmd[:-2] + ["--duration", "-3", "-o", str(tmp_path / "y.wav")], capture_output=True,
-                         text=True, check=False)  # fmt: skip
+    bad = subprocess.run(
+        cmd[:-2] + ["--duration", "-3", "-o", str(tmp_path / "y.wav")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "duration" in bad.stderr
     assert not (tmp_path / "y.wav").exists()

@@ -33,8 +33,15 @@ def _targets(model: StableAudioModel) -> list[tuple[str, torch.nn.Module]]:
     return [(f"{r}.{n}", m) for r, root in roots.items() for n, m in adapter_targets(root)]
 
 
-def make_lora_file(model: StableAudioModel, path: Path, kind: str = "lora", rank: int = 2, seed: int = 0,
-                   scale: float = 0.05, include: list[str] | None = None) -> Path:  # fmt: skip
+def make_lora_file(
+    model: StableAudioModel,
+    path: Path,
+    kind: str = "lora",
+    rank: int = 2,
+    seed: int = 0,
+    scale: float = 0.05,
+    include: list[str] | None = None,
+) -> Path:
     """A random LoRA in the official layout, keyed by the spec's names (`...parametrizations.weight.0.*`)."""
     g = torch.Generator().manual_seed(seed)
     tensors = {}

@@ -25,8 +25,9 @@ class EditInputs:
     source_latents: torch.Tensor | None  # encoded inpaint source (B, C, L), for inspection
 
 
-def _encode_source(model: StableAudioModel, value: Any, name: str, n_samples: int,
-                   generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def _encode_source(
+    model: StableAudioModel, value: Any, name: str, n_samples: int, generator: torch.Generator
+) -> torch.Tensor:
     """Any audio input -> (1, C, L) latents of exactly the generation length (zero-padded or cropped)."""
     cfg = model.config
     ae = model.autoencoder

@@ -114,8 +114,13 @@ def svd_bases(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tens
 class Adapter(nn.Module):
     """One LoRA-family adapter on one weight, usable as a `torch.nn.utils.parametrize` parametrization."""
 
-    def __init__(self, weight: torch.Tensor, cfg: LoRAConfig, index: int,
-                 bases: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        cfg: LoRAConfig,
+        index: int,
+        bases: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         fan_out = weight.shape[0]
         fan_in = weight[0].numel()
@@ -185,8 +190,9 @@ def _base_weight(module: nn.Module) -> torch.Tensor:
     return module.weight
 
 
-def attach(module: nn.Module, cfg: LoRAConfig, index: int,
-           bases: tuple[torch.Tensor, torch.Tensor] | None = None) -> Adapter:  # fmt: skip
+def attach(
+    module: nn.Module, cfg: LoRAConfig, index: int, bases: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> Adapter:
     """Add one adapter on top of any existing ones on `module.weight`."""
     adapter = Adapter(_base_weight(module), cfg, index, bases)
     parametrize.register_parametrization(module, "weight", adapter, unsafe=True)

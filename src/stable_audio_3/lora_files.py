@@ -164,9 +164,11 @@ def _config_from(cfg: dict, tensors: dict[str, dict[str, torch.Tensor]], path: P
 
 
 def apply_lora_file(
-    roots: dict[str, nn.Module], lora: LoRAFile, index: int,
+    roots: dict[str, nn.Module],
+    lora: LoRAFile,
+    index: int,
     bases: dict[str, dict[str, torch.Tensor]] | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Attach one adapter per layer named in the file and load its tensors; returns the layer count.
 
     `roots` maps our top-level names (`dit`, `conditioners`) to modules. Everything is checked

@@ -135,8 +135,11 @@ class StableAudioModel:
     def _lora_roots(self) -> dict[str, nn.Module]:
         return {"dit": self.networks.dit, "conditioners": self.networks.conditioners}
 
-    def load_lora(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                  svd_bases_path: str | os.PathLike[str] | None = None) -> list[int]:  # fmt: skip
+    def load_lora(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        svd_bases_path: str | os.PathLike[str] | None = None,
+    ) -> list[int]:
         """Stack one or more LoRA files (official `.safetensors`/`.ckpt` layout or PEFT-style) on top
         of those already loaded; returns their indices for `set_lora_strength(..., lora_index=i)`."""
         from .lora_files import apply_lora_file, read_lora_file

@@ -24,11 +24,34 @@ __all__ = ["SAMESideConfig", "SAMEConfig", "SAMEAutoencoder", "patchify", "unpat
 # Keys the reference accepts in an encoder/decoder config; the ones we do not implement must keep
 # their defaults. `causal` and `conv_bias` are swallowed by the reference, so we accept them too.
 _SIDE_KEYS = {
-    "in_channels", "out_channels", "channels", "latent_dim", "c_mults", "strides", "transformer_depths",
-    "sliding_window", "differential", "variable_stride", "mask_noise", "conv_mapping", "sinusoidal_blocks",
-    "chunk_size", "chunk_midpoint_shift", "dim_heads", "ff_mult", "dyt", "mapping_bias", "feat_scale",
-    "layer_scale", "conformer", "cross_attn", "checkpointing", "freeze_backbone", "causal", "conv_bias",
-}  # fmt: skip
+    "in_channels",
+    "out_channels",
+    "channels",
+    "latent_dim",
+    "c_mults",
+    "strides",
+    "transformer_depths",
+    "sliding_window",
+    "differential",
+    "variable_stride",
+    "mask_noise",
+    "conv_mapping",
+    "sinusoidal_blocks",
+    "chunk_size",
+    "chunk_midpoint_shift",
+    "dim_heads",
+    "ff_mult",
+    "dyt",
+    "mapping_bias",
+    "feat_scale",
+    "layer_scale",
+    "conformer",
+    "cross_attn",
+    "checkpointing",
+    "freeze_backbone",
+    "causal",
+    "conv_bias",
+}
 _SIDE_FIXED = {"feat_scale": False, "layer_scale": False, "conformer": False, "cross_attn": False}
 
 
@@ -132,8 +155,18 @@ class SAMEConfig:
 
     @classmethod
     def from_official(cls, cfg: Mapping[str, Any]) -> SAMEConfig:
-        known = {"encoder", "decoder", "bottleneck", "pretransform", "latent_dim", "downsampling_ratio",
-                 "io_channels", "in_channels", "out_channels", "sample_rate"}  # fmt: skip
+        known = {
+            "encoder",
+            "decoder",
+            "bottleneck",
+            "pretransform",
+            "latent_dim",
+            "downsampling_ratio",
+            "io_channels",
+            "in_channels",
+            "out_channels",
+            "sample_rate",
+        }
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ValueError(f"unknown autoencoder config key(s): {', '.join(unknown)}")

@@ -1,0 +1,143 @@
+"""Training data: audio clips with captions, and their SAME latents cached on disk."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .audio import read_audio, to_waveform
+
+if TYPE_CHECKING:
+    from .model import StableAudioModel
+
+__all__ = ["Clip", "find_clips", "LatentCache", "AUDIO_SUFFIXES"]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
+_CAPTION_COLUMNS = ("caption", "prompt", "text")
+_PATH_COLUMNS = ("path", "file", "audio")
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    caption: str
+    seconds: float  # duration of the whole file (the seconds_total it is conditioned on)
+
+
+def _duration(path: Path) -> float:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except RuntimeError as err:
+        raise ValueError(f"cannot read audio file {path}: {err}") from None
+    return info.frames / info.samplerate
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{i + 1}: invalid JSON ({err})") from None
+        return rows
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _pick(row: dict, names: tuple[str, ...], what: str, where: str) -> str:
+    for n in names:
+        if row.get(n) not in (None, ""):
+            return str(row[n])
+    raise ValueError(f"{where}: no {what} column (expected one of {', '.join(names)})")
+
+
+def find_clips(data: str | Path) -> list[Clip]:
+    """A folder of audio files with same-stem `.txt` captions, or a CSV / JSONL manifest with a
+    path column (relative to the manifest) and a caption column."""
+    data = Path(data)
+    clips: list[Clip] = []
+    if data.is_file():
+        if data.suffix not in (".csv", ".jsonl"):
+            raise ValueError(f"training data {data} must be a folder, a .csv or a .jsonl manifest")
+        for i, row in enumerate(_manifest_rows(data)):
+            where = f"{data} row {i + 1}"
+            audio = (data.parent / _pick(row, _PATH_COLUMNS, "path", where)).resolve()
+            if not audio.is_file():
+                raise FileNotFoundError(f"{where}: audio file not found: {audio}")
+            clips.append(Clip(audio, _pick(row, _CAPTION_COLUMNS, "caption", where), _duration(audio)))
+    elif data.is_dir():
+        for audio in sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+            if any(part.startswith(".") for part in audio.relative_to(data).parts):
+                continue
+            caption = audio.with_suffix(".txt")
+            if not caption.is_file():
+                raise ValueError(f"{audio} has no caption file {caption.name}")
+            clips.append(Clip(audio, caption.read_text().strip(), _duration(audio)))
+    else:
+        raise FileNotFoundError(f"training data not found: {data}")
+    if not clips:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found in {data}")
+    return clips
+
+
+class LatentCache:
+    """SAME latents of each clip, computed once and stored as `<hash>.safetensors` in a folder.
+
+    The key covers the file's path, size and modification time and the autoencoder's weights, so a
+    changed file or model is re-encoded; files are written atomically.
+    """
+
+    def __init__(self, folder: Path, model: StableAudioModel) -> None:
+        self.folder = Path(folder)
+        self.model = model
+        ae = model.autoencoder
+        probe = next(iter(ae.parameters())).detach().float().cpu().flatten()[:256]
+        self.fingerprint = hashlib.sha1(probe.numpy().tobytes()).hexdigest()[:12]
+
+    def _key(self, clip: Clip) -> Path:
+        st = clip.path.stat()
+        raw = f"{clip.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.fingerprint}"
+        return self.folder / f"{hashlib.sha1(raw.encode()).hexdigest()}.safetensors"
+
+    @torch.inference_mode()
+    def _encode(self, clip: Clip) -> torch.Tensor:
+        model = self.model
+        ae = model.autoencoder
+        wave, rate = read_audio(clip.path)
+        wave = to_waveform((wave, rate), str(clip.path), model.sample_rate, channels=ae.config.io_channels)
+        ratio = ae.config.downsampling_ratio
+        multiple = ratio * max(
+            1, (ae.config.encoder_chunk_size or ae.config.strides[0]) // ae.config.strides[0]
+        )
+        wave = torch.nn.functional.pad(wave, (0, (-wave.shape[-1]) % multiple))
+        audio = wave[None].to(model.device, next(ae.parameters()).dtype)
+        z = ae.encode_chunked(audio) if model.config.pretransform.chunked else ae.encode(audio)
+        return z[0].float().cpu()
+
+    def encode_all(self, clips: list[Clip], progress: bool = True) -> list[torch.Tensor]:
+        from safetensors.torch import load_file, save_file
+        from tqdm.auto import tqdm
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for clip in tqdm(clips, desc="encoding latents", unit="clip", disable=not progress):
+            path = self._key(clip)
+            if path.is_file():
+                out.append(load_file(str(path))["latents"])
+                continue
+            z = self._encode(clip)
+            tmp = path.with_name(f".{path.name}.partial")
+            save_file({"latents": z.contiguous()}, str(tmp))
+            tmp.replace(path)
+            out.append(z)
+        return out

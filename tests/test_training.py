@@ -1,0 +1,145 @@
+"""LoRA training on a tiny model: the loss goes down and the saved LoRA loads and changes audio."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import checkpoint_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stable_audio_3 import StableAudioModel
+from stable_audio_3.dataset import LatentCache, find_clips
+from stable_audio_3.training import (
+    TrainConfig,
+    flow_matching_loss,
+    random_inpaint_mask,
+    sample_training_t,
+    train_lora,
+    validation_loss,
+)
+
+
+def _write_clips(folder: Path, sr: int, n: int = 4) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        t = np.arange(int(sr * (1.0 + 0.25 * i))) / sr
+        wave = 0.4 * np.sin(2 * np.pi * (110 * (i + 1)) * t)[:, None] * np.array([[1.0, 0.6]])
+        sf.write(str(folder / f"clip{i}.wav"), wave.astype(np.float32), sr)
+        (folder / f"clip{i}.txt").write_text(f"a {110 * (i + 1)} hertz tone")
+    return folder
+
+
+def test_training_lowers_the_loss_and_the_lora_changes_generation(tmp_path: Path) -> None:
+    ckpt = checkpoint_dir("A")
+    sr = json.loads((ckpt / "model_config.json").read_text())["sample_rate"]
+    data = _write_clips(tmp_path / "data", sr)
+    cfg = TrainConfig(
+        model=str(ckpt),
+        data=str(data),
+        output=str(tmp_path / "out"),
+        rank=4,
+        lr=3e-3,
+        steps=30,
+        batch_size=2,
+        duration=1.0,
+        seed=0,
+        checkpoint_every=15,
+        device="cpu",
+        progress=False,
+    )
+
+    probe = StableAudioModel.from_pretrained(ckpt, device="cpu")
+    clips = find_clips(data)
+    latents = LatentCache(data / ".sa3_latents", probe).encode_all(clips, progress=False)
+    before = validation_loss(probe, clips, latents, duration=1.0)
+
+    losses: list[float] = []
+    path = train_lora(cfg, on_step=lambda step, loss: losses.append(loss))
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    assert (tmp_path / "out" / "lora-step000015.safetensors").is_file()
+
+    probe.load_lora(path)
+    after = validation_loss(probe, clips, latents, duration=1.0)
+    assert after < before * 0.95, (before, after)
+
+    args = {"prompt": "a 220 hertz tone", "duration": 1.0, "steps": 3, "seed": 1, "progress": False}
+    with_lora = probe.generate(**args)
+    assert (with_lora - probe.generate(**args, lora_strength=0.0)).abs().max().item() > 1e-3
+
+
+def test_resume_continues_from_the_saved_state(tmp_path: Path) -> None:
+    ckpt = checkpoint_dir("B")
+    sr = json.loads((ckpt / "model_config.json").read_text())["sample_rate"]
+    data = _write_clips(tmp_path / "data", sr, n=2)
+    common = {
+        "model": str(ckpt),
+        "data": str(data),
+        "output": str(tmp_path / "out"),
+        "rank": 2,
+        "lr": 1e-3,
+        "duration": 1.0,
+        "checkpoint_every": 3,
+        "device": "cpu",
+        "progress": False,
+    }
+    train_lora(TrainConfig(steps=3, **common))
+    steps: list[int] = []
+    train_lora(TrainConfig(steps=5, resume=True, **common), on_step=lambda s, _: steps.append(s))
+    assert steps == [4, 5]
+
+
+def test_manifests_and_bad_data(tmp_path: Path) -> None:
+    data = _write_clips(tmp_path / "d", 6000, n=2)
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"path": f"d/clip{i}.wav", "caption": f"c{i}"}) for i in range(2))
+    )
+    assert [c.caption for c in find_clips(tmp_path / "m.jsonl")] == ["c0", "c1"]
+    (tmp_path / "m.csv").write_text("file,prompt\nd/clip1.wav,hello\n")
+    clips = find_clips(tmp_path / "m.csv")
+    assert clips[0].caption == "hello" and clips[0].seconds == pytest.approx(1.25)
+    (data / "clip1.txt").unlink()
+    with pytest.raises(ValueError, match="clip1.wav has no caption file"):
+        find_clips(data)
+    with pytest.raises(FileNotFoundError):
+        find_clips(tmp_path / "nope")
+    (tmp_path / "bad.csv").write_text("path\nd/clip0.wav\n")
+    with pytest.raises(ValueError, match="no caption column"):
+        find_clips(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="adapter_type must be one of"):
+        TrainConfig(model="x", data="y", adapter_type="qlora")
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TrainConfig(model="x", data="y", steps=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 10_000))
+def test_training_noise_levels_lie_in_the_unit_interval(n: int, seed: int) -> None:
+    t = sample_training_t(n, torch.Generator().manual_seed(seed))
+    assert t.shape == (n,) and bool((t >= 0).all()) and bool((t <= 1).all())
+
+
+def test_inpaint_masks_never_keep_padding_and_loss_weights() -> None:
+    import random
+
+    masks = random_inpaint_mask([5, 10, 3], 12, random.Random(0))
+    for _ in range(50):
+        masks = random_inpaint_mask([5, 10, 3], 12, random.Random(_))
+        assert masks[0, 0, 5:].sum() == 0 and masks[2, 0, 3:].sum() == 0
+    v = torch.zeros(1, 2, 4)
+    target = torch.tensor([[[1.0, 1.0, 2.0, 9.0], [1.0, 1.0, 2.0, 9.0]]])
+    keep = torch.tensor([[[0.0, 0.0, 1.0, 0.0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    assert flow_matching_loss(v, target, keep, valid).item() == pytest.approx(1.0 + 4.0)
+
+
+def test_train_cli_reports_bad_arguments(tmp_path: Path) -> None:
+    from stable_audio_3.train_cli import main
+
+    assert main(["--model", str(checkpoint_dir("A")), "--data", str(tmp_path / "missing")]) == 2
