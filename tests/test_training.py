@@ -143,3 +143,41 @@ def test_train_cli_reports_bad_arguments(tmp_path: Path) -> None:
     from stable_audio_3.train_cli import main
 
     assert main(["--model", str(checkpoint_dir("A")), "--data", str(tmp_path / "missing")]) == 2
+
+
+def test_two_process_ddp_training_with_torchrun(tmp_path: Path) -> None:
+    """`torchrun` with no code change: two CPU processes (gloo) train one LoRA together."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    data = _write_clips(tmp_path / "data", 6000, n=2)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stable_audio_3.train_cli",
+        "--model",
+        str(checkpoint_dir("A")),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "out"),
+        "--steps",
+        "2",
+        "--rank",
+        "2",
+        "--duration",
+        "1",
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines() == [str(tmp_path / "out" / "lora.safetensors")]
+    model = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    assert model.load_lora(tmp_path / "out" / "lora.safetensors") == [0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,7 +137,7 @@ class LatentCache:
                 out.append(load_file(str(path))["latents"])
                 continue
             z = self._encode(clip)
-            tmp = path.with_name(f".{path.name}.partial")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
             save_file({"latents": z.contiguous()}, str(tmp))
             tmp.replace(path)
             out.append(z)

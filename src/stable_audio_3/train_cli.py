@@ -6,6 +6,7 @@ Multi-GPU: `torchrun --nproc_per_node N -m stable_audio_3.train_cli ...` (same a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main"]
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"stable-audio-train-lora: error: {err}", file=sys.stderr)
         return 2
-    print(path)
+    if os.environ.get("RANK", "0") == "0":
+        print(path)
     return 0
 
 
