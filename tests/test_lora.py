@@ -243,3 +243,79 @@ def test_peft_style_files(model, base_audio, tmp_path) -> None:
         assert torch.equal(model.generate(**ARGS), peft_audio)
     finally:
         model.unload_lora()
+
+
+# Layer names exactly as the spec's key inventory writes them (checkpoint-format.md §4.1-4.2),
+# relative to the DiT wrapper / the conditioner as official LoRA files use them.
+SPEC_DIT_LAYERS = [
+    "model.to_timestep_embed.0",
+    "model.to_timestep_embed.2",
+    "model.to_cond_embed.0",
+    "model.to_cond_embed.2",
+    "model.to_global_embed.0",
+    "model.to_global_embed.2",
+    "model.preprocess_conv",
+    "model.postprocess_conv",
+    "model.transformer.project_in",
+    "model.transformer.project_out",
+    "model.transformer.global_cond_embedder.0",
+    "model.transformer.global_cond_embedder.2",
+]
+SPEC_BLOCK_LAYERS = [
+    "self_attn.to_qkv",
+    "self_attn.to_out",
+    "cross_attn.to_q",
+    "cross_attn.to_kv",
+    "cross_attn.to_out",
+    "ff.ff.0.proj",
+    "ff.ff.2",
+    "to_local_embed.0",
+    "to_local_embed.2",
+]
+SPEC_CONDITIONER_LAYERS = ["conditioners.seconds_total.embedder.embedding.1"]
+
+
+def test_a_file_written_from_the_spec_key_names_loads(model, base_audio, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    depth = len(model.networks.dit.blocks)
+    names = SPEC_DIT_LAYERS + [
+        f"model.transformer.layers.{i}.{n}" for i in range(depth) for n in SPEC_BLOCK_LAYERS
+    ]
+    names += SPEC_CONDITIONER_LAYERS
+    ours = load_file(str(make_lora_file(model, tmp_path / "ours.safetensors")))
+    spec_keys = {f"{n}.parametrizations.weight.0.{p}" for n in names for p in ("lora_A", "lora_B")}
+    assert set(ours) == spec_keys  # our exporter writes exactly the spec's names, nothing else
+    model.load_lora(tmp_path / "ours.safetensors")
+    try:
+        from stable_audio_3.lora import iter_adapters
+
+        count = sum(
+            1 for root in (model.networks.dit, model.networks.conditioners) for _ in iter_adapters(root)
+        )
+        assert count == len(names)
+    finally:
+        model.unload_lora()
+
+
+def test_save_then_load_round_trips(model, tmp_path) -> None:
+    from stable_audio_3.lora import LoRAConfig
+    from stable_audio_3.lora_files import lora_state_dict, read_lora_file, save_lora_file
+
+    model.load_lora(make_lora_file(model, tmp_path / "src.safetensors", kind="bora", seed=3))
+    try:
+        live = model.generate(**ARGS)
+        roots = {"dit": model.networks.dit, "conditioners": model.networks.conditioners}
+        saved = save_lora_file(
+            tmp_path / "saved.safetensors",
+            lora_state_dict(roots, 0),
+            LoRAConfig(rank=2, alpha=4, adapter_type="bora"),
+        )
+    finally:
+        model.unload_lora()
+    assert read_lora_file(saved).config.adapter_type == "bora"
+    model.load_lora(saved)
+    try:
+        assert torch.equal(model.generate(**ARGS), live)
+    finally:
+        model.unload_lora()
