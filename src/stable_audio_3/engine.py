@@ -7,6 +7,7 @@ gives the same audio as the reference.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -108,6 +109,7 @@ def run_generation(
     inpaint_mask: Any = None,
     inpaint_mask_start_seconds: Any = None,
     inpaint_mask_end_seconds: Any = None,
+    decode_all_latents: bool = False,
 ) -> torch.Tensor:
     cfg = model.config
     ae_cfg = cfg.pretransform.autoencoder
@@ -262,9 +264,9 @@ def run_generation(
     # ---- decode
     t0 = time.perf_counter()
     chunked = cfg.pretransform.chunked if chunked_decode is None else bool(chunked_decode)
-    ae = model.autoencoder
-    z = latents.to(next(ae.parameters()).dtype)
-    audio = ae.decode_chunked(z, generator=gen) if chunked else ae.decode(z, generator=gen)
+    single = truncate_output_to_duration and len(set(durations)) == 1
+    needed = math.ceil(int(durations[0] * cfg.sample_rate) / ratio) if single else max(valid)
+    audio = decode_latents(model, latents, needed, chunked, gen, all_latents=decode_all_latents)
     frame_mask = padding_mask.repeat_interleave(ratio, dim=1)
     n = audio.shape[-1]
     if frame_mask.shape[1] < n:
@@ -285,6 +287,48 @@ def run_generation(
     record.timings = timings
     model.last_record = record
     return audio
+
+
+# Latent frames decoded past the last one that is kept: the context the reference's own chunked decoding
+# relies on (half its 32-frame overlap), far beyond the decoders' receptive fields.
+DECODE_MARGIN = 16
+
+
+def decode_latents(
+    model: StableAudioModel,
+    latents: torch.Tensor,
+    needed: int,
+    chunked: bool,
+    generator: torch.Generator | None,
+    *,
+    all_latents: bool = False,
+) -> torch.Tensor:
+    """Decode the latents whose audio survives masking and truncation (`needed` frames) plus a margin,
+    zero-padding the rest (audio there is discarded or silenced anyway).
+
+    Chunked requests on windowed-attention decoders (SAME-S) decode in one pass: windows never see
+    each other, so the result equals the chunked one without its 25-40 % overlap work. Sliding-window
+    decoders (SAME-L) keep chunking to bound memory. `all_latents=True` is the reference's plan
+    (every frame, the configured chunking), which also reproduces its decoder-noise random stream for
+    checkpoints whose decoding is stochastic.
+    """
+    ae = model.autoencoder
+    total = latents.shape[-1]
+    z = latents.to(next(ae.parameters()).dtype)
+    if all_latents:
+        return ae.decode_chunked(z, generator=generator) if chunked else ae.decode(z, generator=generator)
+    keep = min(total, needed + DECODE_MARGIN)
+    keep += keep % 2 if keep < total else 0  # SAME-S decodes latents in pairs
+    z = z[..., :keep]
+    sliding = ae.config.decoder.sliding_window is not None
+    audio = (
+        ae.decode_chunked(z, generator=generator)
+        if (chunked and sliding)
+        else ae.decode(z, generator=generator)
+    )
+    full = total * ae.config.downsampling_ratio
+    audio = audio[..., :full]
+    return torch.nn.functional.pad(audio, (0, full - audio.shape[-1]))
 
 
 def _progress_bar(steps: int, progress: bool | None):

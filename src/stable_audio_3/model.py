@@ -282,6 +282,7 @@ class StableAudioModel:
         inpaint_mask_start_seconds: float | Sequence[float] | None = None,
         inpaint_mask_end_seconds: float | Sequence[float] | None = None,
         lora_strength: float | Sequence[float] | None = None,
+        decode_all_latents: bool = False,
     ) -> torch.Tensor:
         """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
 
@@ -301,6 +302,10 @@ class StableAudioModel:
 
         `lora_strength`: strength for this call only (one number for all loaded LoRAs, or one per
         LoRA); the model's strengths are restored afterwards.
+
+        Decoding skips latents whose audio is truncated or silenced anyway; `decode_all_latents=True`
+        decodes every frame with the reference's chunk plan (same output up to float rounding, and the
+        reference's decoder-noise stream for checkpoints with stochastic decoding).
         """
         from .engine import run_generation  # local import keeps this module about the public API
 
@@ -335,4 +340,5 @@ class StableAudioModel:
                 inpaint_mask=inpaint_mask,
                 inpaint_mask_start_seconds=inpaint_mask_start_seconds,
                 inpaint_mask_end_seconds=inpaint_mask_end_seconds,
+                decode_all_latents=decode_all_latents,
             )
