@@ -1,93 +1,96 @@
-"""Time a true-size random-weight checkpoint end to end; print a table and write JSON.
+"""Time true-size random-weight checkpoints end to end, ours and (optionally) the reference, side by side.
 
-    python benchmarks/bench.py --size small --durations 5 30 --steps 8
+    python benchmarks/bench.py --size small --durations 5 30 120 --repeats 3 [--reference PATH]
 
-Checkpoints are written once under `benchmarks/results/ckpt-<size>` (a few GB).
+Each (implementation, duration) runs in a fresh process, so its peak RSS is its own. `--reference` is
+a source checkout of the public reference implementation (`Stability-AI/stable-audio-3`); nothing of
+it is part of this repository. Checkpoints are written once under `benchmarks/results/ckpt-<size>`.
+Prints a table and writes `benchmarks/results/bench-<size>.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
+import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoints import write_random_checkpoint  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 
 
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+def _run_worker(impl: str, ckpt: Path, duration: float, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, str(HERE / "workers.py"), impl, str(ckpt), str(duration), str(args.steps),
+           str(args.repeats), args.device, args.reference or "", args.mode]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else dict(os.environ)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {
+            "error": done.stderr.strip().splitlines()[-1]
+            if done.stderr.strip()
+            else f"exit {done.returncode}"
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=["small", "medium"], default="small")
-    p.add_argument("--durations", type=float, nargs="+", default=[5.0])
+    p.add_argument("--durations", type=float, nargs="+", default=[5.0, 30.0])
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
+    p.add_argument(
+        "--mode", choices=["exact", "fast"], default="exact", help="fast = int8 dynamic linear layers"
+    )
+    p.add_argument("--reference", default=None, help="path to a reference source checkout to time as well")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
 
-    from stable_audio_3 import StableAudioModel
+    sys.path.insert(0, str(HERE))
+    from checkpoints import write_random_checkpoint
 
     ckpt = write_random_checkpoint(RESULTS / f"ckpt-{args.size}", args.size)
-    t0 = time.perf_counter()
-    model = StableAudioModel.from_pretrained(ckpt, device=args.device)
-    load_s = time.perf_counter() - t0
     rows = []
     for duration in args.durations:
-        walls = []
-        for r in range(args.repeats):
-            t0 = time.perf_counter()
-            audio = model.generate(
-                "benchmark prompt", duration=duration, steps=args.steps, seed=r, progress=False
-            )
-            walls.append(time.perf_counter() - t0)
-        rec = model.last_record
-        rows.append(
-            {
-                "duration_s": duration,
-                "wall_s_median": sorted(walls)[len(walls) // 2],
-                "walls_s": walls,
-                "timings": rec.timings if rec else {},
-                "latent_length": rec.latent_length if rec else None,
-                "audio_shape": list(audio.shape),
-                "finite": bool(torch.isfinite(audio).all()),
-            }
-        )
-    result = {
-        "size": args.size,
-        "steps": args.steps,
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "load_s": load_s,
-        "peak_rss_gb": _peak_rss_gb(),
-        "rows": rows,
-    }
-    print(f"{args.size} on {args.device} ({torch.get_num_threads()} threads), load {load_s:.1f} s")
-    print(f"{'duration':>8} {'wall':>8} {'cond':>7} {'sample':>8} {'decode':>8}")
-    for r in rows:
-        t = r["timings"]
-        print(
-            f"{r['duration_s']:>7.0f}s {r['wall_s_median']:>7.2f}s {t.get('conditioning', 0):>6.2f}s "
-            f"{t.get('sampling', 0):>7.2f}s {t.get('decoding', 0):>7.2f}s"
-        )
-    print(f"peak RSS {result['peak_rss_gb']:.2f} GB")
-    out = args.output or RESULTS / f"bench-{args.size}.json"
+        row = {"duration_s": duration, "ours": _run_worker("ours", ckpt, duration, args)}
+        if args.reference:
+            row["reference"] = _run_worker("reference", ckpt, duration, args)
+        rows.append(row)
+        _print_row(row)
+    result = {"size": args.size, "steps": args.steps, "device": args.device, "mode": args.mode,
+              "repeats": args.repeats, "machine": platform.machine(), "processor": platform.processor(),
+              "cpu_count": os.cpu_count(), "rows": rows}  # fmt: skip
+    out = args.output or RESULTS / f"bench-{args.size}-{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
     return 0
+
+
+def _print_row(row: dict) -> None:
+    ours, ref = row["ours"], row.get("reference")
+    if "error" in ours:
+        print(f"{row['duration_s']:>6.0f}s  ours failed: {ours['error']}")
+        return
+    t = ours["timings"]
+    parts = ", ".join(f"{k} {t.get(k, 0):.2f}" for k in ("conditioning", "sampling", "decoding"))
+    line = f"{row['duration_s']:>6.0f}s  ours {ours['wall_s']:7.2f}s (load {ours['load_s']:.1f}, {parts})"
+    line += f"  RSS {ours['peak_rss_gb']:.2f} GB"
+    if "snr_db_vs_exact" in ours:
+        line += f"  SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
+    if ref and "error" not in ref:
+        ratio_t = ours["wall_s"] / ref["wall_s"]
+        ratio_m = ours["peak_rss_gb"] / ref["peak_rss_gb"]
+        line += f" | ref {ref['wall_s']:7.2f}s RSS {ref['peak_rss_gb']:.2f} GB"
+        line += f" | ratio time {ratio_t:.2f} RSS {ratio_m:.2f}"
+    elif ref:
+        line += f" | ref failed: {ref['error']}"
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def _write_text_encoder(folder: Path, seed: int) -> None:
     with torch.random.fork_rng():  # transformers initialises from the global RNG; keep it untouched
         torch.manual_seed(seed)
         model = T5GemmaEncoderModel(config)
-    model.save_pretrained(folder)
+    model.to(torch.bfloat16).save_pretrained(folder)  # the released encoder is stored in bfloat16
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(FIXTURE_TOKENIZER / "text_encoder" / name, folder / name)
 

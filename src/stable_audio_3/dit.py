@@ -237,7 +237,7 @@ class DiffusionTransformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.project_in.weight.dtype
+        return self.preprocess_conv.weight.dtype
 
     def _timestep_input(self, t: torch.Tensor) -> torch.Tensor:
         if not self.config.timestep_features_logsnr:

@@ -67,6 +67,7 @@ class StableAudioModel:
         self.device = device
         self.dtype = dtype
         self.last_record: GenerationRecord | None = None
+        self.int8 = False
         self.lora_names: list[str] = []
         self._lora_configs: list = []
         self._merger = Merger()
@@ -131,6 +132,25 @@ class StableAudioModel:
     def attention_padding(self) -> str:
         return self.dit.attention_padding
 
+    # ------------------------------------------------------------------ fast mode
+    def enable_cpu_int8(self) -> None:
+        """Opt-in CPU fast mode: the DiT's linear layers run as dynamic int8 (weights int8 per
+        channel, activations quantised per call). Faster on CPUs with int8 dot products, at a small
+        loss of accuracy (see benchmarks/README.md for the measured SNR). Not reversible; never the
+        default; not combinable with LoRA."""
+        import warnings
+
+        if self.device.type != "cpu":
+            raise ValueError("enable_cpu_int8 is a CPU mode; this model is on " + str(self.device))
+        if self.lora_names:
+            raise RuntimeError("enable_cpu_int8 cannot be combined with loaded LoRAs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            quantize_dynamic(self.networks.dit, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        self.int8 = True
+
     # ------------------------------------------------------------------ LoRA
     def _lora_roots(self) -> dict[str, nn.Module]:
         return {"dit": self.networks.dit, "conditioners": self.networks.conditioners}
@@ -147,6 +167,8 @@ class StableAudioModel:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self._require_unmerged("load_lora")
+        if self.int8:
+            raise RuntimeError("LoRAs cannot be loaded on a model in int8 fast mode")
         files = [read_lora_file(p) for p in paths]
         bases = None
         if any(f.config.adapter_type.endswith("-xs") for f in files):

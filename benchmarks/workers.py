@@ -1,0 +1,106 @@
+"""One benchmark measurement in a fresh process (called by bench.py); prints one JSON line.
+
+python benchmarks/workers.py ours|reference CKPT DURATION STEPS REPEATS DEVICE [REFERENCE_PATH] [MODE]
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _ours(ckpt: Path, duration: float, steps: int, repeats: int, device: str, mode: str) -> dict:
+    import torch
+
+    from stable_audio_3 import StableAudioModel
+
+    t0 = time.perf_counter()
+    model = StableAudioModel.from_pretrained(ckpt, device=device)
+    load = time.perf_counter() - t0
+    extra = {}
+    if mode == "fast":
+        exact = model.generate("a benchmark prompt", duration=duration, steps=steps, seed=0, progress=False)
+        model.enable_cpu_int8()
+        fast = model.generate("a benchmark prompt", duration=duration, steps=steps, seed=0, progress=False)
+        extra["snr_db_vs_exact"] = float(10 * torch.log10(exact.pow(2).sum() / (fast - exact).pow(2).sum()))
+    walls, timings = [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        model.generate("a benchmark prompt", duration=duration, steps=steps, seed=r, progress=False)
+        walls.append(time.perf_counter() - t0)
+        timings.append(model.last_record.timings)
+    best = timings[walls.index(statistics.median_low(walls))]
+    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": best, **extra}
+
+
+def _torchaudio_stand_in() -> None:
+    """The reference imports torchaudio at module level but none of the timed paths calls it (no
+    resampling happens at the model rate); there is no CPU torchaudio build here."""
+    import importlib.machinery
+
+    mod = types.ModuleType("torchaudio")
+    mod.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+    mod.transforms = types.ModuleType("torchaudio.transforms")
+    mod.functional = types.ModuleType("torchaudio.functional")
+
+    def unavailable(*_, **__):
+        raise RuntimeError("torchaudio is not available in this benchmark environment")
+
+    for name in ("load", "save", "info"):
+        setattr(mod, name, unavailable)
+    for name in ("Resample", "Loudness", "MelSpectrogram", "Spectrogram"):
+        setattr(mod.transforms, name, unavailable)
+    mod.functional.resample = unavailable
+    sys.modules.update({"torchaudio": mod, "torchaudio.transforms": mod.transforms,
+                        "torchaudio.functional": mod.functional})  # fmt: skip
+
+
+def _reference(ckpt: Path, duration: float, steps: int, repeats: int, device: str, ref: str) -> dict:
+    _torchaudio_stand_in()
+    for name in [m for m in sys.modules if m == "stable_audio_3" or m.startswith("stable_audio_3.")]:
+        del sys.modules[name]
+    sys.path.insert(0, ref)
+    from stable_audio_3.loading_utils import load_diffusion_cond
+
+    from stable_audio_3.model import StableAudioModel as Reference
+
+    if not Path(sys.modules["stable_audio_3"].__file__).resolve().is_relative_to(Path(ref).resolve()):
+        raise RuntimeError("the reference package did not shadow ours")
+    cfg = json.loads((ckpt / "model_config.json").read_text())
+    cfg["model"]["conditioning"]["configs"][0]["config"]["model_path"] = str(ckpt)
+    t0 = time.perf_counter()
+    wrapper = load_diffusion_cond(cfg, str(ckpt / "model.safetensors"), device=device, model_half=False)
+    wrapper.use_lora, wrapper.lora_names = False, []
+    model = Reference(wrapper, cfg, device, False)
+    load = time.perf_counter() - t0
+    walls = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        model.generate(prompt="a benchmark prompt", duration=duration, steps=steps, seed=r,
+                       sample_size=cfg["sample_size"], disable_tqdm=True)  # fmt: skip
+        walls.append(time.perf_counter() - t0)
+    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": {}}
+
+
+def main() -> int:
+    impl, ckpt, duration, steps, repeats, device = sys.argv[1:7]
+    ref = sys.argv[7] if len(sys.argv) > 7 else ""
+    mode = sys.argv[8] if len(sys.argv) > 8 else "exact"
+    args = (Path(ckpt), float(duration), int(steps), int(repeats), device)
+    out = _ours(*args, mode) if impl == "ours" else _reference(*args, ref)
+    out["peak_rss_gb"] = _peak_rss_gb()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
