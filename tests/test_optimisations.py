@@ -47,3 +47,35 @@ def test_partial_decode_with_per_item_durations() -> None:
         .max()
         == 0
     )
+
+
+@pytest.mark.parametrize("config", ["A", "E"])
+def test_bfloat16_mode_tracks_float32(config: str) -> None:
+    """Half-precision readiness on CPU: bf16 weights/activations with float32 islands (norms, RoPE,
+    Fourier features, guidance) stay close to float32 at the network level."""
+    import torch
+    from conftest import stage
+
+    from stable_audio_3.guidance import guided_velocity
+
+    exact = load(config)
+    half = StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16 and half.dit.dtype == torch.bfloat16
+    kwargs = {
+        "x": stage(config, "dit_forward/x"),
+        "t": stage(config, "dit_forward/t"),
+        "cross_cond": stage(config, "conditioning_inputs/cross_attn_cond"),
+        "global_cond": stage(config, "conditioning_inputs/global_cond"),
+        "cfg_scale": 2.0,
+        "negative_cross_cond": stage(config, "conditioning_inputs/negative_cross_attn_cond"),
+        "negative_cross_mask": stage(config, "conditioning_inputs/negative_cross_attn_mask"),
+    }
+    with torch.inference_mode():
+        a = guided_velocity(exact.dit, **kwargs)
+        b = guided_velocity(half.dit, **kwargs)
+    snr = 10 * torch.log10(a.pow(2).sum() / (a - b.float()).pow(2).sum())
+    assert snr > 30, f"bf16 DiT SNR {snr:.1f} dB"
+    audio = half.generate("x", duration=1.0, steps=2, seed=0, progress=False)
+    assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype="int8")

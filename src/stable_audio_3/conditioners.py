@@ -202,5 +202,7 @@ class NumberConditioner(nn.Module):
         x = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
         x = x.clamp(self.cfg.min_val, self.cfg.max_val)
         u = (x - self.cfg.min_val) / (self.cfg.max_val - self.cfg.min_val)
-        emb = self.proj(self.features(u.to(self.proj.weight.dtype)))
+        dtype = self.proj.weight.dtype
+        # As the reference, the normalised value is rounded to fp16 in half mode; bf16 keeps fp32.
+        emb = self.proj(self.features(u.to(dtype) if dtype == torch.float16 else u).to(dtype))
         return emb[:, None, :], torch.ones(len(values), 1, device=device)

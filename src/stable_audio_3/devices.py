@@ -28,8 +28,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def resolve_dtype(device: torch.device, model_half: bool | None) -> torch.dtype:
-    """float16 on CUDA unless `model_half=False`; always float32 on CPU and MPS (as the reference)."""
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(
+    device: torch.device, model_half: bool | None, dtype: torch.dtype | str | None = None
+) -> torch.dtype:
+    """float16 on CUDA unless `model_half=False`; float32 on CPU and MPS (as the reference).
+    An explicit `dtype` (float32, float16 or bfloat16) overrides both."""
+    if dtype is not None:
+        if model_half is not None:
+            raise ValueError("give either model_half or dtype, not both")
+        resolved = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+        if resolved not in _DTYPES.values():
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        return resolved
     if model_half is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     if model_half and device.type != "cuda":

@@ -267,7 +267,11 @@ class DiffusionTransformer(nn.Module):
             local_cond = torch.zeros(b, self.config.local_add_cond_dim, length, device=x.device, dtype=dtype)
 
         context = self.cond_embed(cross_cond.to(dtype))
-        temb = self.timestep_embed(self.timestep_features(self._timestep_input(t).to(dtype)))
+        # The reference rounds t to the activation dtype before the Fourier features (fp16 in half
+        # mode; kept for parity). bfloat16 has too few mantissa bits for that, so it stays float32.
+        tc = self._timestep_input(t)
+        tc = tc.to(dtype) if dtype == torch.float16 else tc
+        temb = self.timestep_embed(self.timestep_features(tc).to(dtype))
         adaln = self.adaln_embed(self.global_embed(global_cond.to(dtype)) + temb)
 
         h = self.preprocess_conv(x) + x

@@ -84,6 +84,7 @@ class StableAudioModel:
         *,
         attention_padding: str = "exclude",
         text_encoder_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> StableAudioModel:
         """Load a registry name (`small-music`, `medium`, ...) or a local checkpoint directory.
 
@@ -91,11 +92,13 @@ class StableAudioModel:
         float32 elsewhere (as the reference). attention_padding: "exclude" (default: padded latents
         get no attention, as the models were trained) or "reference_cpu" (the reference's CPU
         behaviour, for bit-level comparisons). text_encoder_dtype: None keeps the stored dtype.
+        dtype: explicit compute dtype for the DiT, conditioners and autoencoder (e.g. "bfloat16" to
+        halve memory on CPU); norms, RoPE, Fourier features and guidance stay in float32.
         """
         if attention_padding not in PADDING_MODES:
             raise ValueError(f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}")
         dev = resolve_device(device)
-        dtype = resolve_dtype(dev, model_half)
+        dtype = resolve_dtype(dev, model_half, dtype)
         files = hub.resolve_model(name_or_path, revision=revision)
         cfg = load_model_config(files.config)
         _check_wiring(cfg)
