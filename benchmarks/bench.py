@@ -81,6 +81,8 @@ def _print_row(row: dict) -> None:
     parts = ", ".join(f"{k} {t.get(k, 0):.2f}" for k in ("conditioning", "sampling", "decoding"))
     line = f"{row['duration_s']:>6.0f}s  ours {ours['wall_s']:7.2f}s (load {ours['load_s']:.1f}, {parts})"
     line += f"  RSS {ours['peak_rss_gb']:.2f} GB"
+    if "dit_time_over_floor" in ours:
+        line += f"  DiT/floor {ours['dit_time_over_floor']:.2f}"
     if "snr_db_vs_exact" in ours:
         line += f"  SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
     if ref and "error" not in ref:

@@ -135,7 +135,12 @@ class StableAudioModel:
     def attention_padding(self) -> str:
         return self.dit.attention_padding
 
-    # ------------------------------------------------------------------ fast mode
+    # ------------------------------------------------------------------ speed options
+    def compile(self, **options) -> None:
+        """Compile the DiT forward with `torch.compile` (dynamic shapes, so new lengths do not
+        recompile). Worth it on GPUs; the first call pays the compilation time."""
+        dit = self.networks.dit
+        dit.forward = torch.compile(dit.forward, dynamic=True, **options)
     def enable_cpu_int8(self) -> None:
         """Opt-in CPU fast mode: the DiT's linear layers run as dynamic int8 (weights int8 per
         channel, activations quantised per call). Faster on CPUs with int8 dot products, at a small
