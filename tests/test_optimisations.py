@@ -79,3 +79,20 @@ def test_bfloat16_mode_tracks_float32(config: str) -> None:
     assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
     with pytest.raises(ValueError, match="dtype must be one of"):
         StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype="int8")
+
+
+@pytest.mark.parametrize("config", ["A", "B"])
+def test_window_grouping_does_not_change_the_autoencoder(config: str, monkeypatch) -> None:
+    import torch
+
+    import stable_audio_3.same as same
+
+    ae = load(config).autoencoder
+    z = torch.randn(1, ae.config.latent_dim, 40, generator=torch.Generator().manual_seed(0))
+    audio = torch.randn(1, 2, 40 * ae.config.downsampling_ratio, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        whole = ae.decode(z), ae.encode(audio)
+        monkeypatch.setattr(same, "WINDOW_GROUP_TOKENS", 3 * 34)  # three windows per group
+        grouped = ae.decode(z), ae.encode(audio)
+    for a, b in zip(whole, grouped, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, a.abs().max().item())

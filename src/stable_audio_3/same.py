@@ -216,6 +216,10 @@ class SAMEConfig:
         return out
 
 
+# Tokens processed together by windowed (SAME-S) attention stacks: about one 128-latent chunk.
+WINDOW_GROUP_TOKENS = 4352
+
+
 def patchify(audio: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, C, T) -> (B, C * patch, ceil(T / patch)), zero-padding the end; channel c*patch + h."""
     pad = (-audio.shape[-1]) % patch
@@ -337,13 +341,25 @@ class ResamplingBlock(nn.Module):
 
     @staticmethod
     def _windows(h: torch.Tensor, layers: nn.ModuleList, size: int) -> torch.Tensor:
+        """Run `layers` on independent `size`-token windows, a bounded group of windows at a time:
+        windows never see each other, so grouping changes nothing but the working-set size (long
+        audio decodes in cache-sized pieces with constant activation memory, without chunk overlap)."""
         b, n, d = h.shape
         if n % size:
             raise ValueError(f"SAME sequence of {n} tokens is not a whole number of {size}-token windows")
         w = h.reshape(b * (n // size), size, d)
-        for layer in layers:
-            w = layer(w)
-        return w.reshape(b, n, d)
+        group = max(1, WINDOW_GROUP_TOKENS // size)
+        if w.shape[0] <= group:
+            for layer in layers:
+                w = layer(w)
+            return w.reshape(b, n, d)
+        out = torch.empty_like(w)
+        for s in range(0, w.shape[0], group):
+            part = w[s : s + group]
+            for layer in layers:
+                part = layer(part)
+            out[s : s + group] = part
+        return out.reshape(b, n, d)
 
 
 class SAMEEncoder(nn.Module):
