@@ -168,6 +168,16 @@ class DiTConfig:
         return out
 
 
+@dataclass
+class Prepared:
+    """Per-generation conditioning of every block (see `DiffusionTransformer.prepare`)."""
+
+    kv: list[tuple[list[torch.Tensor], torch.Tensor]]
+    local: list[torch.Tensor | None]
+    batch: int
+    length: int
+
+
 class DiTBlock(nn.Module):
     """adaLN block: modulated self-attention, cross-attention, local add, modulated feed-forward."""
 
@@ -192,21 +202,22 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        context: torch.Tensor,
+        kv: tuple[list[torch.Tensor], torch.Tensor],
         adaln: torch.Tensor,
         local: torch.Tensor | None,
         rotary: torch.Tensor,
         key_mask: torch.Tensor | None,
         padding: str,
     ) -> torch.Tensor:
+        """`kv`: this block's cross-attention keys/values; `local`: its local-add embedding
+        (B, L, E); both precomputed once per generation by `DiffusionTransformer.prepare`."""
         s_sa, h_sa, g_sa, s_ff, h_ff, g_ff = (self.scale_shift_gate + adaln)[:, None, :].chunk(6, dim=-1)
         y = self.attn_norm(x) * (1 + s_sa) + h_sa
         y = self.self_attn(y, rotary=rotary, key_mask=key_mask, padding=padding)
         x = y * torch.sigmoid(1 - g_sa) + x
-        x = x + self.cross_attn(self.cross_norm(x), context)
-        if self.local_embed is not None and local is not None:
-            emb = self.local_embed(local)
-            x = x + F.pad(emb, (0, 0, x.shape[1] - emb.shape[1], 0))  # memory tokens get nothing
+        x = x + self.cross_attn(self.cross_norm(x), kv=kv)
+        if local is not None:
+            x = x + F.pad(local, (0, 0, x.shape[1] - local.shape[1], 0))  # memory tokens get nothing
         y = self.ff(self.ff_norm(x) * (1 + s_ff) + h_ff)
         return y * torch.sigmoid(1 - g_ff) + x
 
@@ -246,27 +257,49 @@ class DiffusionTransformer(nn.Module):
         logsnr = torch.log((1 - tc) / tc).clamp(-12, 5)
         return (5 - logsnr) / 17
 
+    def prepare(self, cross_cond: torch.Tensor, local_cond: torch.Tensor | None, length: int) -> Prepared:
+        """Everything that depends only on the conditioning, not on x or t: per block, the
+        cross-attention keys/values of the projected text context and the local-add embedding.
+        Computing it once per generation saves that work at every sampling step."""
+        dtype = self.dtype
+        b = cross_cond.shape[0]
+        context = self.cond_embed(cross_cond.to(dtype))
+        kvs = [block.cross_attn.project_context(context) for block in self.blocks]
+        embeds: list[torch.Tensor | None] = [None] * len(self.blocks)
+        if self.config.local_add_cond_dim:
+            if local_cond is None:  # text-to-audio feeds zeros: the bias path still adds a constant
+                local_cond = torch.zeros(b, self.config.local_add_cond_dim, length, device=cross_cond.device)
+            local = local_cond.to(dtype).transpose(1, 2)
+            embeds = [block.local_embed(local) for block in self.blocks]
+        return Prepared(kvs, embeds, b, length)
+
     def forward(
         self,
         x: torch.Tensor,
         t: torch.Tensor,
         *,
-        cross_cond: torch.Tensor,
+        cross_cond: torch.Tensor | None = None,
         global_cond: torch.Tensor,
         local_cond: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
+        prepared: Prepared | None = None,
     ) -> torch.Tensor:
         """x: (B, C, L); t: (B,); cross_cond: (B, N, cond_dim); global_cond: (B, global_dim);
         local_cond: (B, local_dim, L) (zeros when None, as in text-to-audio); padding_mask: (B, L)
-        bool, True on valid frames. Returns the velocity (B, C, L) in the parameter dtype."""
+        bool, True on valid frames. `prepared`: `prepare(cross_cond, local_cond, L)` made earlier
+        (cross_cond and local_cond are then not needed). Returns the velocity (B, C, L) in the
+        parameter dtype."""
         dtype = self.dtype
         b, _, length = x.shape
         x = x.to(dtype)
         t = t.float()
-        if self.config.local_add_cond_dim and local_cond is None:
-            local_cond = torch.zeros(b, self.config.local_add_cond_dim, length, device=x.device, dtype=dtype)
+        if prepared is None:
+            if cross_cond is None:
+                raise ValueError("DiffusionTransformer needs cross_cond or prepared conditioning")
+            prepared = self.prepare(cross_cond, local_cond, length)
+        elif prepared.batch != b or prepared.length != length:
+            raise ValueError("prepared conditioning was made for another batch size or length")
 
-        context = self.cond_embed(cross_cond.to(dtype))
         # The reference rounds t to the activation dtype before the Fourier features (fp16 in half
         # mode; kept for parity). bfloat16 has too few mantissa bits for that, so it stays float32.
         tc = self._timestep_input(t)
@@ -284,11 +317,10 @@ class DiffusionTransformer(nn.Module):
         if padding_mask is not None:
             valid = padding_mask.to(device=h.device, dtype=torch.bool)
             key_mask = torch.cat([valid.new_ones(b, n_mem), valid], dim=1)
-        local = None if local_cond is None else local_cond.to(dtype).transpose(1, 2)
-        for block in self.blocks:
+        for block, kv, local in zip(self.blocks, prepared.kv, prepared.local, strict=True):
             h = block(
                 h,
-                context=context,
+                kv=kv,
                 adaln=adaln,
                 local=local,
                 rotary=rotary,

@@ -201,6 +201,8 @@ def run_generation(
     else:
         x = (edit.init_latents.float() * (1 - sigma_max) + noise * sigma_max).to(model.dtype)
 
+    prepared_cache: dict = {}  # conditioning prepared once for all steps
+
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return guided_velocity(
             model.dit,
@@ -217,6 +219,7 @@ def run_generation(
             cfg_interval=cfg_interval,
             cfg_norm_threshold=cfg_norm_threshold,
             scale_phi=scale_phi,
+            cache=prepared_cache,
         )
 
     bar = _progress_bar(steps, progress)

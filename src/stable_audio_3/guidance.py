@@ -55,23 +55,21 @@ def guided_velocity(
     cfg_interval: tuple[float, float] = (0.0, 1.0),
     cfg_norm_threshold: float = 0.0,
     scale_phi: float = 0.0,
+    cache: dict | None = None,
 ) -> torch.Tensor:
     """The (guided) velocity at (x, t). Without guidance this is one plain DiT evaluation.
 
     The unconditional branch sees an all-zero context (seconds token included), or the negative
     prompt's context with its padded positions zeroed. Both branches share the global conditioning.
+    `cache`: a dict kept for one generation (the conditioning is the same at every step), so the
+    text keys/values and local embeddings are computed once.
     """
     sigma = t.float()
     lo, hi = cfg_interval
+    length = x.shape[-1]
     if cfg_scale == 1.0 or not (lo <= float(sigma[0]) <= hi):
-        return dit(
-            x,
-            t,
-            cross_cond=cross_cond,
-            global_cond=global_cond,
-            local_cond=local_cond,
-            padding_mask=padding_mask,
-        )
+        prepared = _cached(cache, "plain", lambda: dit.prepare(cross_cond, local_cond, length))
+        return dit(x, t, global_cond=global_cond, padding_mask=padding_mask, prepared=prepared)
 
     dtype = dit.dtype
     x = x.to(dtype)
@@ -86,13 +84,15 @@ def guided_velocity(
     def twice(v: torch.Tensor | None) -> torch.Tensor | None:
         return None if v is None else torch.cat([v, v], dim=0)
 
+    prepared = _cached(
+        cache, "guided", lambda: dit.prepare(torch.cat([cond, uncond], dim=0), twice(local_cond), length)
+    )
     out = dit(
         twice(x),
         twice(t),
-        cross_cond=torch.cat([cond, uncond], dim=0),
         global_cond=twice(global_cond),
-        local_cond=twice(local_cond),
         padding_mask=twice(padding_mask),
+        prepared=prepared,
     )
     v_cond, v_uncond = out.chunk(2, dim=0)
     s = sigma[:, None, None]
@@ -114,3 +114,11 @@ def guided_velocity(
         ratio = v_cond.std(dim=1, keepdim=True) / v.std(dim=1, keepdim=True)
         v = scale_phi * (v * ratio) + (1 - scale_phi) * v
     return v
+
+
+def _cached(cache: dict | None, key: str, make):
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]

@@ -184,20 +184,25 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
 
+    def project_context(self, context: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Cross-attention keys (normed, one or two) and values of a context; constant over a whole
+        generation, so callers may compute them once and pass them back as `kv`."""
+        kv = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+        return [self.k_norm(self._heads(k)) for k in kv[:-1]], self._heads(kv[-1])
+
     def project(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Return normed query heads, normed key heads (one or two each) and value heads."""
         if self.cross:
             qs = self.to_q(x).chunk(2 if self.differential else 1, dim=-1)
-            kv = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
-            ks, v = kv[:-1], kv[-1]
+            ks, v = self.project_context(context)
+            return [self.q_norm(self._heads(q)) for q in qs], ks, v
+        parts = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
+        if self.differential:
+            qs, ks, v = (parts[0], parts[3]), (parts[1], parts[4]), parts[2]
         else:
-            parts = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
-            if self.differential:
-                qs, ks, v = (parts[0], parts[3]), (parts[1], parts[4]), parts[2]
-            else:
-                qs, ks, v = (parts[0],), (parts[1],), parts[2]
+            qs, ks, v = (parts[0],), (parts[1],), parts[2]
         qs = [self.q_norm(self._heads(q)) for q in qs]
         ks = [self.k_norm(self._heads(k)) for k in ks]
         return qs, ks, self._heads(v)
@@ -211,12 +216,18 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
         padding: str = "exclude",
         window: int | None = None,
+        kv: tuple[list[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x: (B, N, dim). `rotary`: angles (N, r); `key_mask`: (B, N) bool of valid keys.
+        """x: (B, N, dim). `rotary`: angles (N, r); `key_mask`: (B, N) bool of valid keys;
+        `kv`: precomputed `project_context(context)` for cross-attention.
 
         `window`: symmetric sliding-window radius in tokens. See `attention.attend` for `padding`.
         """
-        qs, ks, v = self.project(x, context)
+        if kv is not None:
+            qs = [self.q_norm(self._heads(q)) for q in self.to_q(x).chunk(len(kv[0]), dim=-1)]
+            ks, v = kv
+        else:
+            qs, ks, v = self.project(x, context)
         if rotary is not None:
             qs = [apply_rotary(q, rotary).to(v.dtype) for q in qs]
             ks = [apply_rotary(k, rotary).to(v.dtype) for k in ks]

@@ -141,6 +141,7 @@ class StableAudioModel:
         recompile). Worth it on GPUs; the first call pays the compilation time."""
         dit = self.networks.dit
         dit.forward = torch.compile(dit.forward, dynamic=True, **options)
+
     def enable_cpu_int8(self) -> None:
         """Opt-in CPU fast mode: the DiT's linear layers run as dynamic int8 (weights int8 per
         channel, activations quantised per call). Faster on CPUs with int8 dot products, at a small
