@@ -84,7 +84,7 @@ def _print_row(row: dict) -> None:
     if "dit_time_over_floor" in ours:
         line += f"  DiT/floor {ours['dit_time_over_floor']:.2f}"
     if "snr_db_vs_exact" in ours:
-        line += f"  SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
+        line += f"  latents SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
     if ref and "error" not in ref:
         ratio_t = ours["wall_s"] / ref["wall_s"]
         ratio_m = ours["peak_rss_gb"] / ref["peak_rss_gb"]
