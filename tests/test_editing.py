@@ -166,16 +166,17 @@ def test_generate_rejects_bad_edit_arguments() -> None:
 def test_batched_inpainting_with_per_item_prompts_and_durations() -> None:
     model = load("A")
     src = (model.sample_rate, _sine(9000, model.sample_rate))
-    audio = model.generate(
-        ["a", "b", "c"],
-        duration=[1.5, 1.0, 1.2],
-        steps=2,
-        seed=3,
-        inpaint_audio=src,
-        inpaint_mask_start_seconds=[0.2, 0.8],
-        inpaint_mask_end_seconds=[0.4, 1.0],
-        progress=False,
-    )
+    with pytest.warns(UserWarning, match="durations differ"):
+        audio = model.generate(
+            ["a", "b", "c"],
+            duration=[1.5, 1.0, 1.2],
+            steps=2,
+            seed=3,
+            inpaint_audio=src,
+            inpaint_mask_start_seconds=[0.2, 0.8],
+            inpaint_mask_end_seconds=[0.4, 1.0],
+            progress=False,
+        )
     assert audio.shape[0] == 3 and torch.isfinite(audio).all()
 
 

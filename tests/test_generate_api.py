@@ -48,9 +48,16 @@ def test_same_seed_same_audio_and_random_seed_is_recorded(model: StableAudioMode
 
 
 def test_record_holds_settings_and_timings(model: StableAudioModel) -> None:
-    model.generate(
-        ["a", "b"], negative_prompt="c", duration=[1.0, 0.5], steps=3, cfg_scale=2.0, seed=1, progress=False
-    )
+    with pytest.warns(UserWarning, match="durations differ"):
+        model.generate(
+            ["a", "b"],
+            negative_prompt="c",
+            duration=[1.0, 0.5],
+            steps=3,
+            cfg_scale=2.0,
+            seed=1,
+            progress=False,
+        )
     rec = model.last_record
     assert rec.prompts == ["a", "b"] and rec.negative_prompts == ["c", "c"]
     assert rec.durations == [1.0, 0.5] and rec.steps == 3 and rec.cfg_scale == 2.0
