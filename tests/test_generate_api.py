@@ -117,6 +117,8 @@ def test_return_latents_and_explicit_sigmas(model: StableAudioModel) -> None:
         ({"sigmas": [1.0, 0.5, 0.1]}, ValueError, "sigmas must end at 0"),
         ({"duration_padding_sec": -1}, ValueError, "duration_padding_sec must be >= 0"),
         ({"cancel": 5}, TypeError, "cancel must be"),
+        ({"cfg_interval": (0.5,)}, TypeError, "cfg_interval must be a pair"),
+        ({"cfg_interval": (0.8, 0.2)}, ValueError, "low <= high"),
     ],
 )
 def test_bad_arguments_are_named(model: StableAudioModel, kwargs: dict, error: type, pattern: str) -> None:

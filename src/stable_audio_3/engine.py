@@ -143,8 +143,16 @@ def run_generation(
         start_level = _check_number("init_noise_level", init_noise_level, low=0.0, low_open=True, high=1.0)
     elif init_noise_level != 1.0:
         raise ValueError("init_noise_level only applies with init_audio")
+    try:
+        lo, hi = (float(v) for v in cfg_interval)
+    except (TypeError, ValueError):
+        raise TypeError(f"cfg_interval must be a pair of numbers, got {cfg_interval!r}") from None
+    if not lo <= hi:
+        raise ValueError(f"cfg_interval must be (low, high) with low <= high, got {cfg_interval!r}")
     seed = resolve_seed(seed)
     device = model.device
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but the model runs on {device}")
 
     # ---- lengths
     ratio = ae_cfg.downsampling_ratio
