@@ -20,72 +20,110 @@ from .layers import MLP, Attention, ExpoFourierFeatures, GLUFeedForward, RMSNorm
 
 __all__ = ["DiTConfig", "DiffusionTransformer"]
 
-# Keys of `model.diffusion.config` that the reference accepts; ones we do not implement must hold
-# their default (checked in `from_official`).
-_KNOWN_KEYS = {
-    "io_channels",
-    "patch_size",
-    "embed_dim",
-    "cond_token_dim",
-    "project_cond_tokens",
-    "global_cond_dim",
-    "project_global_cond",
-    "input_concat_dim",
-    "prepend_cond_dim",
-    "depth",
-    "num_heads",
-    "transformer_type",
-    "global_cond_type",
-    "timestep_cond_type",
-    "timestep_embed_dim",
-    "timestep_features_type",
-    "timestep_features_dim",
-    "timestep_features_logsnr",
-    "local_add_cond_dim",
-    "num_memory_tokens",
-    "rotary_pos_emb",
-    "cross_attn_rotary_pos_emb",
-    "final_cross_attn_ix",
-    "sliding_window",
-    "use_sinusoidal_emb",
-    "use_abs_pos_emb",
-    "causal",
-    "zero_init_branch_outputs",
-    "conformer",
-    "norm_type",
-    "norm_kwargs",
-    "attn_kwargs",
-    "ff_kwargs",
-    "layer_scale",
-    "add_rope",
-    "modular_local_cond_dims",
-}
-_REQUIRED_VALUES: dict[str, Any] = {
+# Every key the reference DiT accepts in `model.diffusion.config`, with the reference default (the
+# DiT, ContinuousTransformer and TransformerBlock signatures), and the same for the nested kwargs.
+_DEFAULTS: dict[str, Any] = {
+    "io_channels": 32,
     "patch_size": 1,
+    "embed_dim": 768,
+    "cond_token_dim": 0,
+    "project_cond_tokens": True,
+    "global_cond_dim": 0,
+    "project_global_cond": True,
     "input_concat_dim": 0,
     "prepend_cond_dim": 0,
+    "depth": 12,
+    "num_heads": 8,
     "transformer_type": "continuous_transformer",
-    "global_cond_type": "adaLN",
+    "global_cond_type": "prepend",
     "timestep_cond_type": "global",
-    "timestep_features_type": "expo",
+    "timestep_embed_dim": None,
+    "timestep_features_type": "learned",
+    "timestep_features_dim": 256,
+    "timestep_features_logsnr": False,
+    "final_cross_attn_ix": -1,
+    "local_add_cond_dim": None,
+    "causal": False,
     "rotary_pos_emb": True,
     "cross_attn_rotary_pos_emb": False,
-    "sliding_window": None,
+    "zero_init_branch_outputs": True,
+    "conformer": False,
     "use_sinusoidal_emb": False,
     "use_abs_pos_emb": False,
-    "causal": False,
-    "conformer": False,
-    "layer_scale": False,
+    "abs_pos_emb_max_length": 10000,
+    "num_memory_tokens": 0,
+    "sliding_window": None,
     "add_rope": False,
-    "project_cond_tokens": True,
-    "project_global_cond": True,
+    "layer_scale": False,
+    "norm_type": "layer_norm",
+    "norm_kwargs": {},
+    "attn_kwargs": {},
+    "ff_kwargs": {},
 }
-_DEFAULTS_IF_ABSENT = {"timestep_features_type": "learned", "global_cond_type": "prepend"}
+_NORM_DEFAULTS: dict[str, Any] = {"eps": 1e-5, "force_fp32": False, "fix_scale": False}
+_ATTN_DEFAULTS: dict[str, Any] = {
+    "qk_norm": "none",
+    "qk_norm_eps": 1e-6,
+    "differential": False,
+    "feat_scale": False,
+}
+_FF_DEFAULTS: dict[str, Any] = {
+    "mult": 4,
+    "dim_out": None,
+    "no_bias": False,
+    "glu": True,
+    "use_conv": False,
+    "conv_kernel_size": 3,
+    "sinusoidal": False,
+}
+# Values this port implements, for the keys where the reference offers more. Keys not listed here
+# either change nothing at inference (init-only flags, `timestep_embed_dim`, which the reference
+# overrides with `embed_dim` for global timestep conditioning) or are read into `DiTConfig`.
+_SUPPORTED: dict[str, tuple[Any, ...]] = {
+    "patch_size": (1,),
+    "project_cond_tokens": (True,),
+    "project_global_cond": (True,),
+    "input_concat_dim": (0,),
+    "prepend_cond_dim": (0,),
+    "transformer_type": ("continuous_transformer",),
+    "global_cond_type": ("adaLN",),
+    "timestep_cond_type": ("global",),
+    "timestep_features_type": ("expo",),
+    "causal": (False,),
+    "rotary_pos_emb": (True,),
+    "cross_attn_rotary_pos_emb": (False,),
+    "conformer": (False,),
+    "use_sinusoidal_emb": (False,),
+    "use_abs_pos_emb": (False,),
+    "sliding_window": (None,),
+    "add_rope": (False,),
+    "layer_scale": (False,),
+    "norm_type": ("rms_norm",),
+    "attn_kwargs.qk_norm": ("rms", "none", None),
+    "attn_kwargs.feat_scale": (False,),
+    "ff_kwargs.no_bias": (False,),
+    "ff_kwargs.glu": (True,),
+    "ff_kwargs.use_conv": (False,),
+}
+
+
+def _resolve(section: Mapping[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """`section` over `defaults`; unknown keys and unsupported values raise ValueError naming them."""
+    unknown = sorted(set(section) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown DiT config key(s): {', '.join(where + k for k in unknown)}")
+    values = {**defaults, **section}
+    for key, value in values.items():
+        allowed = _SUPPORTED.get(where + key)
+        if allowed is not None and value not in allowed:
+            options = ", ".join(map(repr, allowed))
+            raise ValueError(f"DiT config {where}{key}={value!r} is not supported (supported: {options})")
+    return values
 
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The DiT hyper-parameters used by the released checkpoints."""
+    """The DiT hyper-parameters this port implements (defaults as in the reference)."""
 
     io_channels: int = 32
     embed_dim: int = 768
@@ -97,13 +135,13 @@ class DiTConfig:
     timestep_features_logsnr: bool = False
     local_add_cond_dim: int | None = None
     num_memory_tokens: int = 0
-    norm_type: str = "layer_norm"
     norm_force_fp32: bool = False
     norm_eps: float = 1e-5
     qk_norm: str | None = None
     qk_norm_eps: float = 1e-6
     differential: bool = False
     ff_mult: float = 4.0
+    ff_sinusoidal: bool = False
 
     @property
     def dim_head(self) -> int:
@@ -115,56 +153,40 @@ class DiTConfig:
 
     @classmethod
     def from_official(cls, cfg: Mapping[str, Any]) -> DiTConfig:
-        unknown = sorted(set(cfg) - _KNOWN_KEYS)
-        if unknown:
-            raise ValueError(f"unknown DiT config key(s): {', '.join(unknown)}")
-        for key, required in _REQUIRED_VALUES.items():
-            value = cfg.get(key, _DEFAULTS_IF_ABSENT.get(key, required))
-            if value != required:
-                raise ValueError(f"DiT config {key}={value!r} is not supported (only {required!r})")
-        if cfg.get("modular_local_cond_dims"):
-            raise ValueError("DiT config modular_local_cond_dims is not supported")
-        if cfg.get("timestep_embed_dim") not in (None, cfg.get("embed_dim", 768)):
-            raise ValueError("DiT config timestep_embed_dim must equal embed_dim")
-        norm_type = cfg.get("norm_type", "layer_norm")
-        if norm_type != "rms_norm":
-            raise ValueError(f"DiT config norm_type={norm_type!r} is not supported (only 'rms_norm')")
-        norm_kwargs = dict(cfg.get("norm_kwargs") or {})
-        attn = dict(cfg.get("attn_kwargs") or {})
-        ff = dict(cfg.get("ff_kwargs") or {})
-        for name, extra in (
-            ("norm_kwargs", set(norm_kwargs) - {"force_fp32", "eps"}),
-            ("attn_kwargs", set(attn) - {"qk_norm", "qk_norm_eps", "differential"}),
-            ("ff_kwargs", set(ff) - {"mult"}),
-        ):
-            if extra:
-                raise ValueError(f"unknown DiT config {name} key(s): {', '.join(sorted(extra))}")
-        qk_norm = attn.get("qk_norm", "none")
-        if qk_norm not in ("rms", "none", None):
-            raise ValueError(f"DiT config attn_kwargs.qk_norm={qk_norm!r} is not supported (rms or none)")
+        """Parse `model.diffusion.config`. Every key the reference accepts is accepted with its
+        reference default; unknown keys and values this port does not implement raise ValueError."""
+        top = _resolve(cfg, _DEFAULTS, "")
+        norm = _resolve(top["norm_kwargs"] or {}, _NORM_DEFAULTS, "norm_kwargs.")
+        attn = _resolve(top["attn_kwargs"] or {}, _ATTN_DEFAULTS, "attn_kwargs.")
+        ff = _resolve(top["ff_kwargs"] or {}, _FF_DEFAULTS, "ff_kwargs.")
+        embed_dim, depth = int(top["embed_dim"]), int(top["depth"])
+        if top["final_cross_attn_ix"] != -1 and top["final_cross_attn_ix"] < depth - 1:
+            raise ValueError("DiT config final_cross_attn_ix is not supported (every block cross-attends)")
+        if ff["dim_out"] not in (None, embed_dim):
+            raise ValueError(f"DiT config ff_kwargs.dim_out={ff['dim_out']!r} is not supported")
         out = cls(
-            io_channels=int(cfg.get("io_channels", 32)),
-            embed_dim=int(cfg.get("embed_dim", 768)),
-            depth=int(cfg.get("depth", 12)),
-            num_heads=int(cfg.get("num_heads", 8)),
-            cond_token_dim=int(cfg.get("cond_token_dim", 0)),
-            global_cond_dim=int(cfg.get("global_cond_dim", 0)),
-            timestep_features_dim=int(cfg.get("timestep_features_dim", 256)),
-            timestep_features_logsnr=bool(cfg.get("timestep_features_logsnr", False)),
-            local_add_cond_dim=cfg.get("local_add_cond_dim"),
-            num_memory_tokens=int(cfg.get("num_memory_tokens", 0)),
-            norm_type=norm_type,
-            norm_force_fp32=bool(norm_kwargs.get("force_fp32", False)),
-            norm_eps=float(norm_kwargs.get("eps", 1e-5)),
-            qk_norm=None if qk_norm in ("none", None) else qk_norm,
-            qk_norm_eps=float(attn.get("qk_norm_eps", 1e-6)),
-            differential=bool(attn.get("differential", False)),
-            ff_mult=float(ff.get("mult", 4)),
+            io_channels=int(top["io_channels"]),
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=int(top["num_heads"]),
+            cond_token_dim=int(top["cond_token_dim"]),
+            global_cond_dim=int(top["global_cond_dim"]),
+            timestep_features_dim=int(top["timestep_features_dim"]),
+            timestep_features_logsnr=bool(top["timestep_features_logsnr"]),
+            local_add_cond_dim=None if top["local_add_cond_dim"] is None else int(top["local_add_cond_dim"]),
+            num_memory_tokens=int(top["num_memory_tokens"]),
+            norm_force_fp32=bool(norm["force_fp32"]),
+            norm_eps=float(norm["eps"]),
+            qk_norm=None if attn["qk_norm"] in ("none", None) else attn["qk_norm"],
+            qk_norm_eps=float(attn["qk_norm_eps"]),
+            differential=bool(attn["differential"]),
+            ff_mult=float(ff["mult"]),
+            ff_sinusoidal=bool(ff["sinusoidal"]),
         )
         if out.embed_dim % out.num_heads:
             raise ValueError("DiT config embed_dim must be a multiple of num_heads")
         if out.cond_token_dim <= 0 or out.global_cond_dim <= 0:
-            raise ValueError("DiT config needs cond_token_dim > 0 and global_cond_dim > 0")
+            raise ValueError("DiT config needs cond_token_dim > 0 and global_cond_dim > 0 (text and seconds)")
         return out
 
 
@@ -194,7 +216,7 @@ class DiTBlock(nn.Module):
         self.cross_norm = norm()
         self.cross_attn = Attention(dim, cfg.dim_head, cross=True, dim_context=dim, **attn)
         self.ff_norm = norm()
-        self.ff = GLUFeedForward(dim, int(dim * cfg.ff_mult))
+        self.ff = GLUFeedForward(dim, int(dim * cfg.ff_mult), sinusoidal=cfg.ff_sinusoidal)
         self.local_embed = MLP(cfg.local_add_cond_dim, dim, dim) if cfg.local_add_cond_dim else None
         self.scale_shift_gate = nn.Parameter(torch.zeros(6 * dim))
 

@@ -67,7 +67,9 @@ def guided_velocity(
     sigma = t.float()
     lo, hi = cfg_interval
     length = x.shape[-1]
-    if cfg_scale == 1.0 or not (lo <= float(sigma[0]) <= hi):
+    # Compared as float32 tensors, like the reference (a float64 comparison can flip at the edges).
+    in_interval = bool((sigma[0] >= lo) & (sigma[0] <= hi))
+    if cfg_scale == 1.0 or not in_interval:
         prepared = _cached(cache, "plain", lambda: dit.prepare(cross_cond, local_cond, length))
         return dit(x, t, global_cond=global_cond, padding_mask=padding_mask, prepared=prepared)
 
