@@ -96,3 +96,51 @@ def test_window_grouping_does_not_change_the_autoencoder(config: str, monkeypatc
         grouped = ae.decode(z), ae.encode(audio)
     for a, b in zip(whole, grouped, strict=True):
         assert (a - b).abs().max().item() <= 1e-5 * max(1.0, a.abs().max().item())
+
+
+def test_onednn_linear_equals_f_linear_and_keeps_autograd() -> None:
+    """The oneDNN CPU path is float32 `F.linear` up to summation order, for every input layout the
+    models use; with gradients required it falls back to `F.linear` (training still works)."""
+    import torch
+    import torch.nn.functional as F
+
+    from stable_audio_3.kernels import linear, onednn_linear_available
+
+    assert onednn_linear_available()  # CPU x86 PyTorch builds ship oneDNN
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(96, 64, generator=gen), torch.randn(96, generator=gen)
+    inputs = [
+        torch.randn(7, 64, generator=gen),
+        torch.randn(2, 33, 64, generator=gen),
+        torch.randn(2, 64, 33, generator=gen).transpose(1, 2),  # non-contiguous
+        torch.randn(1, 1, 64, generator=gen),
+    ]
+    with torch.inference_mode():
+        for x in inputs:
+            for bias in (b, None):
+                got, want = linear(x, w, bias), F.linear(x, w, bias)
+                assert got.shape == want.shape
+                assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    wp = w.clone().requires_grad_(True)
+    linear(inputs[1], wp, b).square().sum().backward()
+    assert wp.grad is not None and wp.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("config", ["A", "B", "E"])
+def test_onednn_matmul_equals_plain_torch_matmul(config: str) -> None:
+    """Whole generations (DiT, conditioners and SAME decoder) with oneDNN linear layers stay within the
+    end-to-end parity bound of the plain `F.linear` path."""
+    model = StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu")
+    assert model.cpu_matmul == "onednn"
+    args = {"prompt": "a test", "duration": 3.0, "steps": 4, "seed": 11, "progress": False}
+    fast = model.generate(**args)
+    fast_latents = model.generate(**args, return_latents=True)
+    model.cpu_matmul = "torch"
+    assert model.cpu_matmul == "torch"
+    plain = model.generate(**args)
+    plain_latents = model.generate(**args, return_latents=True)
+    bound = 2e-3 if config == "E" else 1e-3
+    assert (fast_latents - plain_latents).abs().max().item() <= bound
+    assert (fast - plain).abs().max().item() <= bound
+    with pytest.raises(ValueError, match="cpu_matmul"):
+        model.cpu_matmul = "mkl"

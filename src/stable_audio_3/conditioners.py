@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .layers import ExpoFourierFeatures
+from .layers import ExpoFourierFeatures, Linear
 
 __all__ = [
     "PromptConditionerConfig",
@@ -135,7 +135,7 @@ class PromptConditioner(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.width != cfg.output_dim or cfg.project_out:
-            self.proj_out: nn.Module = nn.Linear(cfg.width, cfg.output_dim)
+            self.proj_out: nn.Module = Linear(cfg.width, cfg.output_dim)
         else:
             self.proj_out = nn.Identity()
         if cfg.padding_mode == "learned":
@@ -194,7 +194,7 @@ class NumberConditioner(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.features = ExpoFourierFeatures(features)
-        self.proj = nn.Linear(features, cfg.output_dim)
+        self.proj = Linear(features, cfg.output_dim)
 
     def forward(
         self, values: Sequence[float], device: torch.device | str

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import PADDING_MODES
-from .layers import MLP, Attention, ExpoFourierFeatures, GLUFeedForward, RMSNorm, Rotary
+from .layers import MLP, Attention, ExpoFourierFeatures, GLUFeedForward, Linear, RMSNorm, Rotary
 
 __all__ = ["DiTConfig", "DiffusionTransformer"]
 
@@ -260,8 +260,8 @@ class DiffusionTransformer(nn.Module):
         self.global_embed = MLP(cfg.global_cond_dim, dim, dim, bias=False)
         self.preprocess_conv = nn.Conv1d(io, io, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(io, io, 1, bias=False)
-        self.project_in = nn.Linear(io, dim, bias=False)
-        self.project_out = nn.Linear(dim, io, bias=False)
+        self.project_in = Linear(io, dim, bias=False)
+        self.project_out = Linear(dim, io, bias=False)
         if cfg.num_memory_tokens:
             self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, dim))
         self.rotary = Rotary(cfg.rotary_dim)

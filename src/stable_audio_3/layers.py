@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import attend
+from .kernels import linear
 
 __all__ = [
+    "Linear",
     "RMSNorm",
     "DynamicTanh",
     "ExpoFourierFeatures",
@@ -23,6 +25,16 @@ __all__ = [
     "Attention",
     "MLP",
 ]
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and state-dict keys) whose float32 CPU inference runs through
+    oneDNN when available (`kernels.linear`); `onednn = False` forces `F.linear`."""
+
+    onednn: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, self.onednn)
 
 
 class RMSNorm(nn.Module):
@@ -81,8 +93,8 @@ class MLP(nn.Module):
 
     def __init__(self, dim_in: int, dim_hidden: int, dim_out: int, bias: bool = True) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim_in, dim_hidden, bias=bias)
-        self.fc2 = nn.Linear(dim_hidden, dim_out, bias=bias)
+        self.fc1 = Linear(dim_in, dim_hidden, bias=bias)
+        self.fc2 = Linear(dim_hidden, dim_out, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.silu(self.fc1(x)))
@@ -96,8 +108,8 @@ class GLUFeedForward(nn.Module):
 
     def __init__(self, dim: int, inner: int, sinusoidal: bool = False) -> None:
         super().__init__()
-        self.proj_in = nn.Linear(dim, 2 * inner)
-        self.proj_out = nn.Linear(inner, dim)
+        self.proj_in = Linear(dim, 2 * inner)
+        self.proj_out = Linear(inner, dim)
         self.sinusoidal = sinusoidal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,11 +184,11 @@ class Attention(nn.Module):
         self.differential = differential
         n_q = 2 if differential else 1
         if cross:
-            self.to_q = nn.Linear(dim, n_q * dim, bias=False)
-            self.to_kv = nn.Linear(dim_context or dim, (n_q + 1) * dim, bias=False)
+            self.to_q = Linear(dim, n_q * dim, bias=False)
+            self.to_kv = Linear(dim_context or dim, (n_q + 1) * dim, bias=False)
         else:
-            self.to_qkv = nn.Linear(dim, (2 * n_q + 1) * dim, bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
+            self.to_qkv = Linear(dim, (2 * n_q + 1) * dim, bias=False)
+        self.to_out = Linear(dim, dim, bias=False)
         self.q_norm = _qk_norm(qk_norm, dim_head, qk_norm_eps)
         self.k_norm = _qk_norm(qk_norm, dim_head, qk_norm_eps)
 

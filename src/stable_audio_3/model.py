@@ -20,6 +20,8 @@ from .config import ConfigError, ModelConfig, load_model_config
 from .devices import resolve_device, resolve_dtype
 from .dit import DiffusionTransformer
 from .generation import GenerationRecord, as_canceller
+from .kernels import onednn_linear_available
+from .layers import Linear
 from .lora_files import Merger
 from .same import SAMEAutoencoder
 from .samplers import StepInfo
@@ -136,6 +138,25 @@ class StableAudioModel:
         return self.dit.attention_padding
 
     # ------------------------------------------------------------------ speed options
+    @property
+    def cpu_matmul(self) -> str:
+        """Which library runs float32 linear layers on CPU: "onednn" (default where this PyTorch build
+        has it; several times faster on AMD CPUs) or "torch" (plain `F.linear`, i.e. MKL). Both are
+        IEEE float32 and agree to rounding; other devices and dtypes always use `F.linear`."""
+        layers = [m for m in self.networks.modules() if isinstance(m, Linear)]
+        use = any(m.onednn for m in layers) and onednn_linear_available()
+        return "onednn" if use else "torch"
+
+    @cpu_matmul.setter
+    def cpu_matmul(self, backend: str) -> None:
+        if backend not in ("onednn", "torch"):
+            raise ValueError(f"cpu_matmul must be 'onednn' or 'torch', got {backend!r}")
+        if backend == "onednn" and not onednn_linear_available():
+            raise ValueError("cpu_matmul='onednn' is not available in this PyTorch build")
+        for m in self.networks.modules():
+            if isinstance(m, Linear):
+                m.onednn = backend == "onednn"
+
     def compile(self, **options) -> None:
         """Compile the DiT forward with `torch.compile` (dynamic shapes, so new lengths do not
         recompile). Worth it on GPUs; the first call pays the compilation time."""
@@ -157,7 +178,15 @@ class StableAudioModel:
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            quantize_dynamic(self.networks.dit, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            dit = self.networks.dit
+            for parent in list(dit.modules()):
+                for name, child in list(parent.named_children()):
+                    if type(child) is Linear:  # quantize_dynamic only swaps exact nn.Linear
+                        bias = child.bias is not None
+                        plain = nn.Linear(child.in_features, child.out_features, bias, device="meta")
+                        plain.weight, plain.bias = child.weight, child.bias
+                        setattr(parent, name, plain)
+            quantize_dynamic(dit, {nn.Linear}, dtype=torch.qint8, inplace=True)
         self.int8 = True
 
     # ------------------------------------------------------------------ LoRA

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Attention, DynamicTanh, GLUFeedForward, RMSNorm, Rotary
+from .layers import Attention, DynamicTanh, GLUFeedForward, Linear, RMSNorm, Rotary
 
 __all__ = ["SAMESideConfig", "SAMEConfig", "SAMEAutoencoder", "patchify", "unpatchify"]
 
@@ -366,7 +366,7 @@ class SAMEEncoder(nn.Module):
     def __init__(self, cfg: SAMESideConfig) -> None:
         super().__init__()
         self.block = ResamplingBlock(cfg, encoder=True)
-        self.proj_out = nn.Linear(cfg.width, cfg.latent_dim)
+        self.proj_out = Linear(cfg.width, cfg.latent_dim)
 
     def forward(self, patches: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.block(patches, generator)
@@ -376,7 +376,7 @@ class SAMEEncoder(nn.Module):
 class SAMEDecoder(nn.Module):
     def __init__(self, cfg: SAMESideConfig) -> None:
         super().__init__()
-        self.proj_in = nn.Linear(cfg.latent_dim, cfg.width)
+        self.proj_in = Linear(cfg.latent_dim, cfg.width)
         self.block = ResamplingBlock(cfg, encoder=False)
 
     def forward(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
