@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import checkpoint_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stable_audio_3 import StableAudioModel
 
@@ -98,6 +100,52 @@ def test_window_grouping_does_not_change_the_autoencoder(config: str, monkeypatc
         assert (a - b).abs().max().item() <= 1e-5 * max(1.0, a.abs().max().item())
 
 
+@pytest.mark.parametrize("config", ["A", "B"])
+@settings(max_examples=12, deadline=None)
+@given(
+    frames=st.integers(1, 70),
+    cut=st.integers(0, 10_000),
+    span=st.integers(1, 40),
+    batch=st.integers(1, 2),
+    iterate=st.booleans(),
+)
+def test_streamed_decode_equals_one_pass(
+    config: str, frames: int, cut: int, span: int, batch: int, iterate: bool
+) -> None:
+    """Streaming window-aligned spans into the output equals decoding everything at once (SAME-S)."""
+    import torch
+
+    ae = load(config).autoencoder
+    ratio = ae.config.downsampling_ratio
+    samples = max(1, frames * ratio - cut % (frames * ratio))
+    z = torch.randn(batch, ae.config.latent_dim, frames, generator=torch.Generator().manual_seed(frames))
+    ae.iterate_batch = iterate
+    try:
+        with torch.inference_mode():
+            whole = ae.decode(z)[..., :samples]
+            out = torch.full((batch, 2, samples), float("nan"))
+            ae.decode_into(z, out, span=span)
+    finally:
+        ae.iterate_batch = False
+    assert (whole - out).abs().max().item() <= 1e-5 * max(1.0, whole.abs().max().item())
+
+
+def test_streamed_decode_rejects_bad_arguments() -> None:
+    import torch
+
+    ae = load("A").autoencoder
+    z = torch.zeros(1, ae.config.latent_dim, 4)
+    ratio = ae.config.downsampling_ratio
+    with pytest.raises(ValueError, match="span"):
+        ae.decode_into(z, torch.zeros(1, 2, ratio), span=0)
+    with pytest.raises(ValueError, match="out must have shape"):
+        ae.decode_into(z, torch.zeros(2, 2, ratio))
+    with pytest.raises(ValueError, match="out holds"):
+        ae.decode_into(z, torch.zeros(1, 2, 5 * ratio))
+    with pytest.raises(ValueError, match="window-local"):
+        load("E").autoencoder.decode_into(torch.zeros(1, load("E").autoencoder.config.latent_dim, 4), z)
+
+
 def test_onednn_linear_equals_f_linear_and_keeps_autograd() -> None:
     """The oneDNN CPU path is float32 `F.linear` up to summation order, for every input layout the
     models use; with gradients required it falls back to `F.linear` (training still works)."""
@@ -144,3 +192,26 @@ def test_onednn_matmul_equals_plain_torch_matmul(config: str) -> None:
     assert (fast - plain).abs().max().item() <= bound
     with pytest.raises(ValueError, match="cpu_matmul"):
         model.cpu_matmul = "mkl"
+
+
+@pytest.mark.parametrize("config", ["A", "E"])
+def test_zero_local_condition_is_embedded_once_and_broadcast(config: str) -> None:
+    """Text-to-audio's all-zero local condition is embedded as one frame per block; it equals
+    embedding every frame, and any non-zero condition keeps its per-frame embedding."""
+    import torch
+
+    dit = load(config).dit
+    cfg = dit.config
+    gen = torch.Generator().manual_seed(0)
+    cross = torch.randn(2, 5, cfg.cond_token_dim, generator=gen)
+    zeros = torch.zeros(2, cfg.local_add_cond_dim, 12)
+    with torch.inference_mode():
+        for local in (None, zeros):
+            prepared = dit.prepare(cross, local, 12)
+            for block, emb in zip(dit.blocks, prepared.local, strict=True):
+                assert emb.shape == (2, 1, cfg.embed_dim)
+                full = block.local_embed(zeros.transpose(1, 2))
+                assert torch.allclose(emb.expand_as(full), full, rtol=1e-6, atol=1e-6)
+        edited = zeros.clone()
+        edited[:, 0, 3] = 1.0
+        assert dit.prepare(cross, edited, 12).local[0].shape == (2, 12, cfg.embed_dim)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import PADDING_MODES
@@ -218,6 +217,7 @@ class DiTBlock(nn.Module):
         self.ff_norm = norm()
         self.ff = GLUFeedForward(dim, int(dim * cfg.ff_mult), sinusoidal=cfg.ff_sinusoidal)
         self.local_embed = MLP(cfg.local_add_cond_dim, dim, dim) if cfg.local_add_cond_dim else None
+        self.num_memory_tokens = cfg.num_memory_tokens
         self.scale_shift_gate = nn.Parameter(torch.zeros(6 * dim))
 
     def forward(
@@ -232,14 +232,16 @@ class DiTBlock(nn.Module):
         padding: str,
     ) -> torch.Tensor:
         """`kv`: this block's cross-attention keys/values; `local`: its local-add embedding
-        (B, L, E); both precomputed once per generation by `DiffusionTransformer.prepare`."""
+        (B, L, E), or (B, 1, E) when it is the same for every frame; both precomputed once per
+        generation by `DiffusionTransformer.prepare`."""
         s_sa, h_sa, g_sa, s_ff, h_ff, g_ff = (self.scale_shift_gate + adaln)[:, None, :].chunk(6, dim=-1)
         y = self.attn_norm(x) * (1 + s_sa) + h_sa
         y = self.self_attn(y, rotary=rotary, key_mask=key_mask, padding=padding)
         x = y * torch.sigmoid(1 - g_sa) + x
         x = x + self.cross_attn(self.cross_norm(x), kv=kv)
-        if local is not None:
-            x = x + F.pad(local, (0, 0, x.shape[1] - local.shape[1], 0))  # memory tokens get nothing
+        if local is not None:  # (B, L or 1, E); memory tokens get nothing
+            n_mem = self.num_memory_tokens
+            x = torch.cat([x[:, :n_mem], x[:, n_mem:] + local], dim=1) if n_mem else x + local
         y = self.ff(self.ff_norm(x) * (1 + s_ff) + h_ff)
         return y * torch.sigmoid(1 - g_ff) + x
 
@@ -289,9 +291,14 @@ class DiffusionTransformer(nn.Module):
         kvs = [block.cross_attn.project_context(context) for block in self.blocks]
         embeds: list[torch.Tensor | None] = [None] * len(self.blocks)
         if self.config.local_add_cond_dim:
-            if local_cond is None:  # text-to-audio feeds zeros: the bias path still adds a constant
-                local_cond = torch.zeros(b, self.config.local_add_cond_dim, length, device=cross_cond.device)
-            local = local_cond.to(dtype).transpose(1, 2)
+            if local_cond is None or not bool(local_cond.any()):
+                # Text-to-audio feeds zeros: every frame gets the same embedding (the bias path), so
+                # one frame is embedded and broadcast instead of L identical rows per block.
+                local = torch.zeros(
+                    b, 1, self.config.local_add_cond_dim, device=cross_cond.device, dtype=dtype
+                )
+            else:
+                local = local_cond.to(dtype).transpose(1, 2)
             embeds = [block.local_embed(local) for block in self.blocks]
         return Prepared(kvs, embeds, b, length)
 

@@ -276,23 +276,19 @@ def run_generation(
     t0 = time.perf_counter()
     chunked = cfg.pretransform.chunked if chunked_decode is None else bool(chunked_decode)
     single = truncate_output_to_duration and len(set(durations)) == 1
-    needed = math.ceil(int(durations[0] * cfg.sample_rate) / ratio) if single else max(valid)
-    audio = decode_latents(model, latents, needed, chunked, gen, all_latents=decode_all_latents)
-    frame_mask = padding_mask.repeat_interleave(ratio, dim=1)
-    n = audio.shape[-1]
-    if frame_mask.shape[1] < n:
-        frame_mask = torch.nn.functional.pad(frame_mask, (0, n - frame_mask.shape[1]))
-    audio = audio * frame_mask[:, None, :n].to(audio.dtype)
-    audio = audio.float().clamp(-1, 1)
-    if truncate_output_to_duration:
-        if len(set(durations)) == 1:
-            audio = audio[..., : int(durations[0] * cfg.sample_rate)]
-        else:
-            warnings.warn(
-                "per-item durations differ: returning the full generated length; each item is silent past "
-                "its duration plus duration_padding_sec",
-                stacklevel=4,
-            )
+    full = length * ratio
+    samples = min(full, int(durations[0] * cfg.sample_rate)) if single else full
+    needed = math.ceil(samples / ratio) if single else max(valid)
+    audio = decode_latents(model, latents, needed, chunked, gen, samples, all_latents=decode_all_latents)
+    for item, frames in enumerate(valid):  # silence past duration + padding (the padding mask)
+        audio[item, :, frames * ratio :] = 0
+    audio.clamp_(-1, 1)
+    if truncate_output_to_duration and not single:
+        warnings.warn(
+            "per-item durations differ: returning the full generated length; each item is silent past "
+            "its duration plus duration_padding_sec",
+            stacklevel=4,
+        )
     timings["decoding"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     record.timings = timings
@@ -300,8 +296,8 @@ def run_generation(
     return audio
 
 
-# Latent frames decoded past the last one that is kept: the context the reference's own chunked decoding
-# relies on (half its 32-frame overlap), far beyond the decoders' receptive fields.
+# Latent frames decoded past the last one that is kept by sliding-window decoders: the context the
+# reference's own chunked decoding relies on (half its 32-frame overlap).
 DECODE_MARGIN = 16
 
 
@@ -311,35 +307,34 @@ def decode_latents(
     needed: int,
     chunked: bool,
     generator: torch.Generator | None,
+    samples: int,
     *,
     all_latents: bool = False,
 ) -> torch.Tensor:
-    """Decode the latents whose audio survives masking and truncation (`needed` frames) plus a margin,
-    zero-padding the rest (audio there is discarded or silenced anyway).
+    """The first `samples` audio samples (float32) of the decoded latents, of which only the first
+    `needed` frames are decoded (the rest is silenced or truncated by the caller anyway) and left zero.
 
-    Chunked requests on windowed-attention decoders (SAME-S) decode in one pass: windows never see
-    each other, so the result equals the chunked one without its 25-40 % overlap work. Sliding-window
-    decoders (SAME-L) keep chunking to bound memory. `all_latents=True` is the reference's plan
-    (every frame, the configured chunking), which also reproduces its decoder-noise random stream for
-    checkpoints whose decoding is stochastic.
+    Window-local decoders (SAME-S) stream window-aligned spans straight into the output (equal to a
+    one-pass decode, in bounded memory, without the chunked plan's 25-40 % overlap work). Sliding-window
+    decoders (SAME-L) decode `needed` frames plus a margin, chunked when asked. `all_latents=True` is the
+    reference's plan (every frame, the configured chunking), which also reproduces its decoder-noise
+    random stream for checkpoints whose decoding is stochastic.
     """
     ae = model.autoencoder
     total = latents.shape[-1]
     z = latents.to(next(ae.parameters()).dtype)
     if all_latents:
-        return ae.decode_chunked(z, generator=generator) if chunked else ae.decode(z, generator=generator)
+        audio = ae.decode_chunked(z, generator=generator) if chunked else ae.decode(z, generator=generator)
+        return audio[..., :samples].float()
+    if ae.config.decoder.sliding_window is None:
+        out = torch.zeros(z.shape[0], ae.config.io_channels, samples, device=z.device)
+        ae.decode_into(z, out[..., : min(samples, needed * ae.config.downsampling_ratio)], generator)
+        return out
     keep = min(total, needed + DECODE_MARGIN)
-    keep += keep % 2 if keep < total else 0  # SAME-S decodes latents in pairs
     z = z[..., :keep]
-    sliding = ae.config.decoder.sliding_window is not None
-    audio = (
-        ae.decode_chunked(z, generator=generator)
-        if (chunked and sliding)
-        else ae.decode(z, generator=generator)
-    )
-    full = total * ae.config.downsampling_ratio
-    audio = audio[..., :full]
-    return torch.nn.functional.pad(audio, (0, full - audio.shape[-1]))
+    audio = ae.decode_chunked(z, generator=generator) if chunked else ae.decode(z, generator=generator)
+    audio = audio[..., : min(samples, needed * ae.config.downsampling_ratio)].float()
+    return torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
 
 
 def _progress_bar(steps: int, progress: bool | None):

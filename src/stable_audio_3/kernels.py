@@ -54,7 +54,8 @@ def linear(
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.dim() >= 2
-        and x.shape[-1] > 0
+        and weight.dim() == 2
+        and x.shape[-1] == weight.shape[1] > 0
         and x.numel() > 0
         and not (torch.is_grad_enabled() and _needs_grad(x, weight, bias))
         and onednn_linear_available()

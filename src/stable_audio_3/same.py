@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import chunking
 from .layers import Attention, DynamicTanh, GLUFeedForward, Linear, RMSNorm, Rotary
 
 __all__ = ["SAMESideConfig", "SAMEConfig", "SAMEAutoencoder", "patchify", "unpatchify"]
@@ -217,7 +218,7 @@ class SAMEConfig:
 
 
 # Tokens processed together by windowed (SAME-S) attention stacks: about one 128-latent chunk.
-WINDOW_GROUP_TOKENS = 4352
+WINDOW_GROUP_TOKENS = 544
 
 
 def patchify(audio: torch.Tensor, patch: int) -> torch.Tensor:
@@ -438,6 +439,10 @@ class SAMEAutoencoder(nn.Module):
             patches = torch.cat([self.decoder(z[i : i + 1], generator) for i in range(len(z))])
         else:
             patches = self.decoder(self.bottleneck.decode(latents, generator), generator)
+        return self.patches_to_audio(patches)
+
+    def patches_to_audio(self, patches: torch.Tensor) -> torch.Tensor:
+        """Decoder output (B, C * patch, L) -> audio (B, C, L * patch), soft-clipped if configured."""
         audio = unpatchify(patches, self.config.patch_size)
         return torch.tanh(audio) if self.config.soft_clip else audio
 
@@ -449,17 +454,7 @@ class SAMEAutoencoder(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Encode overlapping chunks of `chunk_size` latents and stitch them (the reference's scheme)."""
-        ratio = self.config.downsampling_ratio
-        _check_chunking(chunk_size, overlap)
-        total = audio.shape[-1]
-        if total < chunk_size * ratio:
-            return self.encode(audio, generator)
-        starts = _chunk_starts(total // ratio, chunk_size, chunk_size - overlap)
-        frames = total // ratio
-        pieces = [self.encode(audio[..., s * ratio : (s + chunk_size) * ratio], generator) for s in starts]
-        out = pieces[0].new_zeros(*pieces[0].shape[:-1], frames)
-        _stitch(out, pieces, starts, chunk_size, overlap // 2, 1)
-        return out
+        return chunking.encode_chunked(self, audio, chunk_size, overlap, generator)
 
     def decode_chunked(
         self,
@@ -469,40 +464,15 @@ class SAMEAutoencoder(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Decode overlapping chunks of `chunk_size` latents and stitch them (the reference's scheme)."""
-        _check_chunking(chunk_size, overlap)
-        frames = latents.shape[-1]
-        if frames < chunk_size:
-            return self.decode(latents, generator)
-        ratio = self.config.downsampling_ratio
-        starts = _chunk_starts(frames, chunk_size, chunk_size - overlap)
-        pieces = [self.decode(latents[..., s : s + chunk_size], generator) for s in starts]
-        out = pieces[0].new_zeros(*pieces[0].shape[:-1], frames * ratio)
-        _stitch(out, pieces, starts, chunk_size, overlap // 2, ratio)
-        return out
+        return chunking.decode_chunked(self, latents, chunk_size, overlap, generator)
 
-
-def _check_chunking(chunk_size: int, overlap: int) -> None:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not 0 <= overlap < chunk_size:
-        raise ValueError(f"overlap must be in [0, chunk_size), got {overlap}")
-
-
-def _chunk_starts(frames: int, chunk: int, hop: int) -> list[int]:
-    starts = list(range(0, frames - chunk + 1, hop))
-    if starts[-1] != frames - chunk:
-        starts.append(frames - chunk)
-    return starts
-
-
-def _stitch(
-    out: torch.Tensor, pieces: list[torch.Tensor], starts: list[int], chunk: int, half: int, scale: int
-) -> None:
-    """Write each chunk without its outer half-overlap; the last chunk is aligned to the end."""
-    total = out.shape[-1]
-    for i, (start, piece) in enumerate(zip(starts, pieces, strict=True)):
-        last = i == len(starts) - 1
-        o = total - chunk * scale if last else start * scale
-        left = 0 if i == 0 else half * scale
-        right = chunk * scale if last else (chunk - half) * scale
-        out[..., o + left : o + right] = piece[..., left:right]
+    def decode_into(
+        self,
+        latents: torch.Tensor,
+        out: torch.Tensor,
+        generator: torch.Generator | None = None,
+        span: int = chunking.STREAM_SPAN,
+    ) -> torch.Tensor:
+        """Decode the first `out.shape[-1]` audio samples of `latents` into `out`, a span at a time
+        (window-local decoders only); equal to `decode` up to float rounding, in bounded memory."""
+        return chunking.decode_into(self, latents, out, generator, span)
