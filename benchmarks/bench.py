@@ -83,6 +83,8 @@ def _print_row(row: dict) -> None:
     line += f"  RSS {ours['peak_rss_gb']:.2f} GB"
     if "dit_time_over_floor" in ours:
         line += f"  DiT/floor {ours['dit_time_over_floor']:.2f}"
+        if "dit_time_over_own_floor" in ours:
+            line += f" (own work {ours['dit_time_over_own_floor']:.2f})"
     if "snr_db_vs_exact" in ours:
         line += f"  latents SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
     if ref and "error" not in ref:

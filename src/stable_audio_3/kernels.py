@@ -7,7 +7,8 @@ Both compute in IEEE float32; only the order of the additions differs.
 
 The oneDNN entry point (`torch.ops.mkldnn._linear_pointwise`) is an internal operator of PyTorch's CPU
 inductor backend, so it is probed once (present, and equal to `F.linear` on a small product) and every
-call falls back to `F.linear` when it is unavailable or would need autograd.
+call falls back to `F.linear` when it is unavailable, would need autograd, or is being traced by
+`torch.compile` (whose CPU backend chooses its own matmul kernels).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def linear(
     rounding); training, other devices and other dtypes take `F.linear` unchanged."""
     if (
         onednn
+        and not torch.compiler.is_compiling()  # compiled graphs keep F.linear: the compiler picks kernels
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
