@@ -59,10 +59,12 @@ def test_padding_semantics() -> None:
     zeroed = v.clone()
     zeroed[..., 4:, :] = 0
     assert torch.allclose(ref, F.scaled_dot_product_attention(q, k, zeroed), atol=1e-6)
-    all_valid = torch.ones_like(valid)
-    assert torch.equal(
-        attend(q, k, v, key_mask=all_valid, padding="exclude"),
-        attend(q, k, v, key_mask=all_valid, padding="reference_cpu"),
-    )
+    # Dropping the padded keys (no mask: flash kernels on CUDA) is exclusion too.
+    dropped = attend(q, k, v, key_length=4, padding="exclude")
+    assert torch.allclose(dropped, excl, atol=1e-6)
+    with pytest.raises(ValueError, match="key_length applies"):
+        attend(q, k, v, key_length=4, padding="reference_cpu")
+    with pytest.raises(ValueError, match="key_length applies"):
+        attend(q, k, v, key_length=4, key_mask=valid)
     with pytest.raises(ValueError, match="attention padding must be one of"):
         attend(q, k, v, padding="zero")

@@ -23,6 +23,7 @@ def attend(
     key_mask: torch.Tensor | None = None,
     padding: str = "exclude",
     window: int | None = None,
+    key_length: int | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for (B, H, N, d) heads.
 
@@ -31,17 +32,26 @@ def attend(
         what the reference computes with flash-attn on CUDA);
       * ``"reference_cpu"``: their values are zeroed but they keep their softmax mass (what the
         reference computes without flash-attn, e.g. on CPU).
+    key_length: every item's keys past this position are padding ("exclude" only). They are dropped
+      instead of masked, so SDPA runs without a mask (flash kernels on CUDA).
     window: if given, query i only sees keys j with |i - j| <= window, computed blockwise in memory
       linear in N (never an N x N mask).
+
+    Nothing here reads tensor values on the host, so a call never waits for the device (and can be
+    captured in a CUDA graph); callers that know nothing is padded pass no mask.
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"attention padding must be one of {PADDING_MODES}, got {padding!r}")
+    if key_length is not None:
+        if padding != "exclude" or key_mask is not None or window is not None:
+            raise ValueError("key_length applies to unwindowed 'exclude' attention without a key_mask")
+        k, v = k[..., :key_length, :], v[..., :key_length, :]
     valid = None
     if key_mask is not None:
         key_mask = key_mask.to(device=q.device, dtype=torch.bool)
         if padding == "reference_cpu":
             v = v * key_mask[:, None, :, None].to(v.dtype)
-        elif not bool(key_mask.all()):
+        else:
             valid = key_mask
     if window is not None:
         return banded_attention(q, k, v, window, key_valid=valid)

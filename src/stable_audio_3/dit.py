@@ -7,7 +7,7 @@ tensor (the inpainting mask and masked latents).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,15 @@ class DiTConfig:
         return out
 
 
+@dataclass(frozen=True)
+class KeyPadding:
+    """Which self-attention keys are real: a (B, N) bool `mask`, or a `length` shared by every item
+    (keys past it are dropped), or neither when every key is real."""
+
+    mask: torch.Tensor | None = None
+    length: int | None = None
+
+
 @dataclass
 class Prepared:
     """Per-generation conditioning of every block (see `DiffusionTransformer.prepare`)."""
@@ -228,15 +237,15 @@ class DiTBlock(nn.Module):
         adaln: torch.Tensor,
         local: torch.Tensor | None,
         rotary: torch.Tensor,
-        key_mask: torch.Tensor | None,
+        keys: KeyPadding,
         padding: str,
     ) -> torch.Tensor:
         """`kv`: this block's cross-attention keys/values; `local`: its local-add embedding
         (B, L, E), or (B, 1, E) when it is the same for every frame; both precomputed once per
-        generation by `DiffusionTransformer.prepare`."""
+        generation by `DiffusionTransformer.prepare`. `keys`: which self-attention keys are real."""
         s_sa, h_sa, g_sa, s_ff, h_ff, g_ff = (self.scale_shift_gate + adaln)[:, None, :].chunk(6, dim=-1)
         y = self.attn_norm(x) * (1 + s_sa) + h_sa
-        y = self.self_attn(y, rotary=rotary, key_mask=key_mask, padding=padding)
+        y = self.self_attn(y, rotary=rotary, key_mask=keys.mask, key_length=keys.length, padding=padding)
         x = y * torch.sigmoid(1 - g_sa) + x
         x = x + self.cross_attn(self.cross_norm(x), kv=kv)
         if local is not None:  # (B, L or 1, E); memory tokens get nothing
@@ -281,6 +290,46 @@ class DiffusionTransformer(nn.Module):
         logsnr = torch.log((1 - tc) / tc).clamp(-12, 5)
         return (5 - logsnr) / 17
 
+    def key_padding(
+        self,
+        batch: int,
+        length: int,
+        padding_mask: torch.Tensor | None = None,
+        valid_lengths: Sequence[int] | None = None,
+        *,
+        device: torch.device | None = None,
+    ) -> KeyPadding:
+        """Self-attention keys of `batch` sequences of `length` frames (memory tokens always real).
+
+        From `valid_lengths` (host integers) this needs no look at device memory: nothing padded
+        means no mask; in "exclude" mode one shared length drops the padded keys (no mask at all, so
+        SDPA may use its flash kernels); otherwise a mask is built from the lengths. A
+        `padding_mask` tensor is read once per forward to learn whether anything is padded.
+        """
+        n_mem = self.config.num_memory_tokens
+        if padding_mask is not None:
+            if valid_lengths is not None:
+                raise ValueError("give padding_mask or valid_lengths, not both")
+            if tuple(padding_mask.shape) != (batch, length):
+                raise ValueError(
+                    f"padding_mask must have shape {(batch, length)}, got {tuple(padding_mask.shape)}"
+                )
+            valid = padding_mask.to(device=device, dtype=torch.bool)
+            if bool(valid.all()):
+                return KeyPadding()
+            return KeyPadding(mask=torch.cat([valid.new_ones(batch, n_mem), valid], dim=1))
+        if valid_lengths is None:
+            return KeyPadding()
+        lengths = [int(n) for n in valid_lengths]
+        if len(lengths) != batch or any(not 0 < n <= length for n in lengths):
+            raise ValueError(f"valid_lengths must hold {batch} values in [1, {length}], got {lengths}")
+        if min(lengths) == length:
+            return KeyPadding()
+        if self.attention_padding == "exclude" and len(set(lengths)) == 1:
+            return KeyPadding(length=n_mem + lengths[0])
+        positions = torch.arange(n_mem + length, device=device)
+        return KeyPadding(mask=torch.stack([positions < n_mem + n for n in lengths]))
+
     def prepare(self, cross_cond: torch.Tensor, local_cond: torch.Tensor | None, length: int) -> Prepared:
         """Everything that depends only on the conditioning, not on x or t: per block, the
         cross-attention keys/values of the projected text context and the local-add embedding.
@@ -311,13 +360,15 @@ class DiffusionTransformer(nn.Module):
         global_cond: torch.Tensor,
         local_cond: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
+        valid_lengths: Sequence[int] | None = None,
         prepared: Prepared | None = None,
     ) -> torch.Tensor:
         """x: (B, C, L); t: (B,); cross_cond: (B, N, cond_dim); global_cond: (B, global_dim);
         local_cond: (B, local_dim, L) (zeros when None, as in text-to-audio); padding_mask: (B, L)
-        bool, True on valid frames. `prepared`: `prepare(cross_cond, local_cond, L)` made earlier
-        (cross_cond and local_cond are then not needed). Returns the velocity (B, C, L) in the
-        parameter dtype."""
+        bool, True on valid frames, or the same as `valid_lengths` (per item, the number of leading
+        valid frames; host integers, so the forward never waits for the device). `prepared`:
+        `prepare(cross_cond, local_cond, L)` made earlier (cross_cond and local_cond are then not
+        needed). Returns the velocity (B, C, L) in the parameter dtype."""
         dtype = self.dtype
         b, _, length = x.shape
         x = x.to(dtype)
@@ -342,10 +393,7 @@ class DiffusionTransformer(nn.Module):
         if n_mem:
             h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)
         rotary = self.rotary(h.shape[1], device=h.device)
-        key_mask = None
-        if padding_mask is not None:
-            valid = padding_mask.to(device=h.device, dtype=torch.bool)
-            key_mask = torch.cat([valid.new_ones(b, n_mem), valid], dim=1)
+        keys = self.key_padding(b, length, padding_mask, valid_lengths, device=h.device)
         for block, kv, local in zip(self.blocks, prepared.kv, prepared.local, strict=True):
             h = block(
                 h,
@@ -353,7 +401,7 @@ class DiffusionTransformer(nn.Module):
                 adaln=adaln,
                 local=local,
                 rotary=rotary,
-                key_mask=key_mask,
+                keys=keys,
                 padding=self.attention_padding,
             )
         out = self.project_out(h[:, n_mem:]).transpose(1, 2)

@@ -26,11 +26,12 @@ from .generation import (
     resolve_seed,
     valid_lengths,
 )
-from .guidance import guided_velocity
+from .guidance import Denoiser, Guidance
 from .samplers import SAMPLERS, StepInfo
 from .schedules import build_schedule, shift_from_config
 
 if TYPE_CHECKING:
+    from .cudagraphs import StepGraphs
     from .model import StableAudioModel
 
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
@@ -172,7 +173,7 @@ def run_generation(
     # ---- conditioning
     t0 = time.perf_counter()
     cond = model._condition(prompts, negatives, durations)
-    timings["conditioning"] = time.perf_counter() - t0
+    timings["conditioning"] = _elapsed(t0, device)
     t0 = time.perf_counter()
     edit = prepare_edit_inputs(
         model,
@@ -189,7 +190,7 @@ def run_generation(
     )
     local = edit.local_cond
     if init_audio is not None or inpaint_audio is not None:
-        timings["encoding"] = time.perf_counter() - t0
+        timings["encoding"] = _elapsed(t0, device)
 
     # ---- schedule
     if sigmas is not None:
@@ -209,30 +210,35 @@ def run_generation(
     else:
         x = (edit.init_latents.float() * (1 - sigma_max) + noise * sigma_max).to(model.dtype)
 
-    prepared_cache: dict = {}  # conditioning prepared once for all steps
+    denoiser = Denoiser(
+        model.dit,
+        cross_cond=cond["cross_cond"],
+        global_cond=cond["global_cond"],
+        local_cond=local,
+        padding_mask=padding_mask,
+        valid_lengths=valid,
+        negative_cross_cond=cond["negative_cross_cond"],
+        negative_cross_mask=cond["negative_cross_mask"],
+        guidance=Guidance(cfg_scale, apg_scale, (lo, hi), cfg_norm_threshold, scale_phi),
+    )
+    # Which steps are guided, decided on the host from the levels the sampler will pass (in the model
+    # dtype), so that no step waits for the device to find out (and each step can be a CUDA graph).
+    schedule_host = schedule.cpu()
+    levels = schedule_host.to(model.dtype)
+    guided_steps = [denoiser.guidance.applies_at(levels[:, i]) for i in range(steps)]
+    graphs = _step_graphs(model)
+    position = [0]  # the step being taken; samplers evaluate the model once per step
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return guided_velocity(
-            model.dit,
-            x,
-            t,
-            cross_cond=cond["cross_cond"],
-            global_cond=cond["global_cond"],
-            local_cond=local,
-            padding_mask=padding_mask,
-            cfg_scale=cfg_scale,
-            apg_scale=apg_scale,
-            negative_cross_cond=cond["negative_cross_cond"],
-            negative_cross_mask=cond["negative_cross_mask"],
-            cfg_interval=cfg_interval,
-            cfg_norm_threshold=cfg_norm_threshold,
-            scale_phi=scale_phi,
-            cache=prepared_cache,
-        )
+        guided = guided_steps[position[0]]
+        if graphs is not None:
+            return graphs.step(denoiser, x, t, guided)
+        return denoiser(x, t, guided=guided)
 
     bar = _progress_bar(steps, progress)
 
     def on_step(info: StepInfo) -> None:
+        position[0] = info.step + 1
         if bar is not None:
             bar.update(1)
         if callback is not None:
@@ -248,7 +254,7 @@ def run_generation(
     finally:
         if bar is not None:
             bar.close()
-    timings["sampling"] = time.perf_counter() - t0
+    timings["sampling"] = _elapsed(t0, device)
 
     record = GenerationRecord(
         seed=seed,
@@ -264,7 +270,8 @@ def run_generation(
         sample_rate=cfg.sample_rate,
         device=str(device),
         dtype=str(model.dtype).replace("torch.", ""),
-        sigmas=schedule.tolist(),
+        sigmas=schedule_host.tolist(),
+        extra={"cuda_graphs": graphs is not None},
     )
     if return_latents:
         timings["total"] = time.perf_counter() - started
@@ -289,7 +296,7 @@ def run_generation(
             "its duration plus duration_padding_sec",
             stacklevel=4,
         )
-    timings["decoding"] = time.perf_counter() - t0
+    timings["decoding"] = _elapsed(t0, device)
     timings["total"] = time.perf_counter() - started
     record.timings = timings
     model.last_record = record
@@ -335,6 +342,32 @@ def decode_latents(
     audio = ae.decode_chunked(z, generator=generator) if chunked else ae.decode(z, generator=generator)
     audio = audio[..., : min(samples, needed * ae.config.downsampling_ratio)].float()
     return torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
+
+
+def _elapsed(since: float, device: torch.device) -> float:
+    """Seconds since `since`, after the device has finished the work queued so far: GPU kernels run
+    asynchronously, so without the wait a stage's time would be its launch time (one wait per stage,
+    a handful per generation)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter() - since
+
+
+def _step_graphs(model: StableAudioModel) -> StepGraphs | None:
+    """The model's CUDA-graph cache when enabled and usable: unmerged LoRAs recompute their weights
+    on the host at every generation, which a captured graph would not see, so they run eagerly."""
+    graphs = model._step_graphs
+    if graphs is None:
+        return None
+    if model.lora_names and not model._merger.merged:
+        warnings.warn(
+            "CUDA graphs are not used while LoRAs are loaded unmerged (merge_lora() makes them usable)",
+            stacklevel=5,
+        )
+        return None
+    return graphs
 
 
 def _progress_bar(steps: int, progress: bool | None):

@@ -255,11 +255,13 @@ class Attention(nn.Module):
         padding: str = "exclude",
         window: int | None = None,
         kv: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+        key_length: int | None = None,
     ) -> torch.Tensor:
         """x: (B, N, dim). `rotary`: angles (N, r); `key_mask`: (B, N) bool of valid keys;
         `kv`: precomputed `project_context(context)` for cross-attention.
 
-        `window`: symmetric sliding-window radius in tokens. See `attention.attend` for `padding`.
+        `window`: symmetric sliding-window radius in tokens. See `attention.attend` for `padding`
+        and `key_length`.
         """
         if kv is not None:
             qs = [self.q_norm(self._heads(q)) for q in self.to_q(x).chunk(len(kv[0]), dim=-1)]
@@ -269,8 +271,9 @@ class Attention(nn.Module):
         if rotary is not None:
             qs = [apply_rotary(q, rotary).to(v.dtype) for q in qs]
             ks = [apply_rotary(k, rotary).to(v.dtype) for k in ks]
-        out = attend(qs[0], ks[0], v, key_mask=key_mask, padding=padding, window=window)
+        keys = {"key_mask": key_mask, "padding": padding, "window": window, "key_length": key_length}
+        out = attend(qs[0], ks[0], v, **keys)
         if self.differential:
-            out = out - attend(qs[1], ks[1], v, key_mask=key_mask, padding=padding, window=window)
+            out = out - attend(qs[1], ks[1], v, **keys)
         b, h, n, d = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))

@@ -17,6 +17,7 @@ from .attention import PADDING_MODES
 from .checkpoint import load_official_state_dict, read_safetensors
 from .conditioners import NumberConditioner, PromptConditioner, TextEncoder
 from .config import ConfigError, ModelConfig, load_model_config
+from .cudagraphs import StepGraphs
 from .devices import resolve_device, resolve_dtype
 from .dit import DiffusionTransformer
 from .generation import GenerationRecord, as_canceller
@@ -74,6 +75,7 @@ class StableAudioModel:
         self._lora_configs: list = []
         self._merger = Merger()
         self._lock = threading.Lock()
+        self._step_graphs: StepGraphs | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -162,6 +164,32 @@ class StableAudioModel:
         recompile). Worth it on GPUs; the first call pays the compilation time."""
         dit = self.networks.dit
         dit.forward = torch.compile(dit.forward, dynamic=True, **options)
+        self._weights_changed()
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether sampling steps replay CUDA graphs (off by default). On: each step's DiT evaluation
+        (with guidance) is captured once per length and batch shape and replayed, cutting the kernel
+        launch overhead that dominates short generations on fast GPUs. The first generation of a new
+        shape pays the capture (about three steps); graphs are kept for later generations (up to 4
+        shapes). Not used while LoRAs are loaded unmerged (`merge_lora()` first)."""
+        return self._step_graphs is not None
+
+    @cuda_graphs.setter
+    def cuda_graphs(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"cuda_graphs must be True or False, got {enabled!r}")
+        if enabled and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a model on a CUDA device; this one is on {self.device}")
+        if not enabled:
+            self._step_graphs = None
+        elif self._step_graphs is None:
+            self._step_graphs = StepGraphs()
+
+    def _weights_changed(self) -> None:
+        """Captured graphs read weights by address: drop them when weights may have moved."""
+        if self._step_graphs is not None:
+            self._step_graphs.clear()
 
     def enable_cpu_int8(self) -> None:
         """Opt-in CPU fast mode: the DiT's linear layers run as dynamic int8 (weights int8 per
@@ -188,6 +216,7 @@ class StableAudioModel:
                         setattr(parent, name, plain)
             quantize_dynamic(dit, {nn.Linear}, dtype=torch.qint8, inplace=True)
         self.int8 = True
+        self._weights_changed()
 
     # ------------------------------------------------------------------ LoRA
     def _lora_roots(self) -> dict[str, nn.Module]:
@@ -220,6 +249,7 @@ class StableAudioModel:
             self.lora_names.append(f.name)
             self._lora_configs.append(f.config)
             indices.append(index)
+        self._weights_changed()
         return indices
 
     def set_lora_strength(self, strength: float, lora_index: int | None = None) -> None:
@@ -255,14 +285,17 @@ class StableAudioModel:
             detach_all(root)
         self.lora_names.clear()
         self._lora_configs.clear()
+        self._weights_changed()
 
     def merge_lora(self) -> None:
         """Fold the LoRAs (at their current strengths) into the weights for speed; `unmerge_lora`
         restores the exact unmerged state."""
         self._merger.merge(self._lora_roots())
+        self._weights_changed()
 
     def unmerge_lora(self) -> None:
         self._merger.unmerge()
+        self._weights_changed()
 
     @contextlib.contextmanager
     def _lora_strength_for_call(self, strength: float | Sequence[float] | None) -> Iterator[None]:
