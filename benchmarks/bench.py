@@ -23,8 +23,15 @@ RESULTS = HERE / "results"
 
 
 def _run_worker(impl: str, ckpt: Path, duration: float, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(HERE / "workers.py"), impl, str(ckpt), str(duration), str(args.steps),
-           str(args.repeats), args.device, args.reference or "", args.mode]  # fmt: skip
+    cmd = [sys.executable, str(HERE / "workers.py"), impl, str(ckpt), str(duration),
+           "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--device", args.device, "--mode", args.mode]  # fmt: skip
+    if impl == "reference":
+        cmd += ["--reference", args.reference]
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    if impl == "ours":
+        cmd += ["--cuda-graphs"] * args.cuda_graphs + ["--compile"] * args.compile
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else dict(os.environ)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -47,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--mode", choices=["exact", "fast"], default="exact", help="fast = int8 dynamic linear layers"
     )
+    p.add_argument("--warmup", type=int, default=0, help="untimed generations per worker first")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    p.add_argument("--cuda-graphs", action="store_true", help="ours: replay sampling steps as CUDA graphs")
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the DiT")
     p.add_argument("--reference", default=None, help="path to a reference source checkout to time as well")
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
@@ -63,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         _print_row(row)
     result = {"size": args.size, "steps": args.steps, "device": args.device, "mode": args.mode,
-              "repeats": args.repeats, "machine": platform.machine(), "processor": platform.processor(),
-              "cpu_count": os.cpu_count(), "rows": rows}  # fmt: skip
+              "dtype": args.dtype, "cuda_graphs": args.cuda_graphs, "compile": args.compile,
+              "repeats": args.repeats, "warmup": args.warmup, "machine": platform.machine(),
+              "processor": platform.processor(), "cpu_count": os.cpu_count(), "rows": rows}  # fmt: skip
     out = args.output or RESULTS / f"bench-{args.size}-{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -80,7 +92,8 @@ def _print_row(row: dict) -> None:
     t = ours["timings"]
     parts = ", ".join(f"{k} {t.get(k, 0):.2f}" for k in ("conditioning", "sampling", "decoding"))
     line = f"{row['duration_s']:>6.0f}s  ours {ours['wall_s']:7.2f}s (load {ours['load_s']:.1f}, {parts})"
-    line += f"  RSS {ours['peak_rss_gb']:.2f} GB"
+    line += f"  text encoding {ours.get('text_encoding_s', 0):.2f}s uncached"
+    line += f"  {_memory(ours)}"
     if "dit_time_over_floor" in ours:
         line += f"  DiT/floor {ours['dit_time_over_floor']:.2f}"
         if "dit_time_over_own_floor" in ours:
@@ -88,13 +101,20 @@ def _print_row(row: dict) -> None:
     if "snr_db_vs_exact" in ours:
         line += f"  latents SNR vs exact {ours['snr_db_vs_exact']:.1f} dB"
     if ref and "error" not in ref:
+        key = "peak_gpu_allocated_gb" if "peak_gpu_allocated_gb" in ours else "peak_rss_gb"
         ratio_t = ours["wall_s"] / ref["wall_s"]
-        ratio_m = ours["peak_rss_gb"] / ref["peak_rss_gb"]
-        line += f" | ref {ref['wall_s']:7.2f}s RSS {ref['peak_rss_gb']:.2f} GB"
-        line += f" | ratio time {ratio_t:.2f} RSS {ratio_m:.2f}"
+        ratio_m = ours[key] / ref[key]
+        line += f" | ref {ref['wall_s']:7.2f}s {_memory(ref)}"
+        line += f" | ratio time {ratio_t:.2f} memory {ratio_m:.2f}"
     elif ref:
         line += f" | ref failed: {ref['error']}"
     print(line, flush=True)
+
+
+def _memory(result: dict) -> str:
+    if "peak_gpu_allocated_gb" in result:
+        return f"GPU peak allocated {result['peak_gpu_allocated_gb']:.2f} GB"
+    return f"RSS {result['peak_rss_gb']:.2f} GB"
 
 
 if __name__ == "__main__":

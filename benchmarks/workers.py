@@ -1,10 +1,14 @@
 """One benchmark measurement in a fresh process (called by bench.py); prints one JSON line.
 
-python benchmarks/workers.py ours|reference CKPT DURATION STEPS REPEATS DEVICE [REFERENCE_PATH] [MODE]
+python benchmarks/workers.py ours|reference CKPT DURATION [--steps 8] [--repeats 3] [--warmup 0]
+    [--device cpu] [--reference PATH] [--mode exact|fast] [--dtype D] [--cuda-graphs] [--compile]
+
+Peak memory is the process's peak RSS on CPU and the peak memory allocated by PyTorch on CUDA.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -18,33 +22,56 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def _ours(ckpt: Path, duration: float, steps: int, repeats: int, device: str, mode: str) -> dict:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elif device.startswith("mps"):
+        torch.mps.synchronize()
+
+
+def _ours(args: argparse.Namespace) -> dict:
     import torch
 
     from stable_audio_3 import StableAudioModel
 
     t0 = time.perf_counter()
-    model = StableAudioModel.from_pretrained(ckpt, device=device)
+    model = StableAudioModel.from_pretrained(args.ckpt, device=args.device, dtype=args.dtype)
+    _sync(args.device)
     load = time.perf_counter() - t0
-    extra = {}
-    if mode == "fast":
+    if args.compile:
+        model.compile()
+    if args.cuda_graphs:
+        model.cuda_graphs = True
+    extra: dict = {}
+    call = {"duration": args.duration, "steps": args.steps, "progress": False}
+    if args.mode == "fast":
         # SNR of the sampled latents: with random weights the decoded audio saturates at the +-1 clamp,
         # which would hide the error.
-        args = {"duration": duration, "steps": steps, "seed": 0, "progress": False, "return_latents": True}
-        exact = model.generate("a benchmark prompt", **args)
+        exact = model.generate("a benchmark prompt", **call, seed=0, return_latents=True)
         model.enable_cpu_int8()
-        fast = model.generate("a benchmark prompt", **args)
+        fast = model.generate("a benchmark prompt", **call, seed=0, return_latents=True)
         extra["snr_db_vs_exact"] = float(10 * torch.log10(exact.pow(2).sum() / (fast - exact).pow(2).sum()))
     walls, timings = [], []
-    for r in range(repeats):
+    for r in range(args.warmup + args.repeats):
+        if model.device.type == "cuda" and r == args.warmup:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        model.generate("a benchmark prompt", duration=duration, steps=steps, seed=r, progress=False)
-        walls.append(time.perf_counter() - t0)
-        timings.append(model.last_record.timings)
+        model.generate("a benchmark prompt", **call, seed=r)
+        _sync(args.device)
+        if r >= args.warmup:
+            walls.append(time.perf_counter() - t0)
+            timings.append(model.last_record.timings)
+        if r == 0:  # the prompt is encoded once, then cached
+            extra["text_encoding_s"] = model.last_record.timings["conditioning"]
     best = timings[walls.index(statistics.median_low(walls))]
-    if model.device.type == "cpu" and mode == "exact":
-        flops = steps * dit_flops(model, model.last_record.latent_length)
-        own = steps * dit_flops(model, model.last_record.latent_length, per_step_only=True)
+    if model.device.type == "cuda":
+        extra["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+        extra["gpu"] = torch.cuda.get_device_name()
+    if model.device.type == "cpu" and args.mode == "exact" and model.dtype == torch.float32:
+        flops = args.steps * dit_flops(model, model.last_record.latent_length)
+        own = args.steps * dit_flops(model, model.last_record.latent_length, per_step_only=True)
         rate = gemm_rate()
         extra.update(
             dit_flops=flops,
@@ -121,8 +148,9 @@ def _torchaudio_stand_in() -> None:
                         "torchaudio.functional": mod.functional})  # fmt: skip
 
 
-def _reference(ckpt: Path, duration: float, steps: int, repeats: int, device: str, ref: str) -> dict:
+def _reference(args: argparse.Namespace) -> dict:
     _torchaudio_stand_in()
+    ref, ckpt, device = args.reference, Path(args.ckpt), args.device
     for name in [m for m in sys.modules if m == "stable_audio_3" or m.startswith("stable_audio_3.")]:
         del sys.modules[name]
     sys.path.insert(0, ref)
@@ -132,28 +160,58 @@ def _reference(ckpt: Path, duration: float, steps: int, repeats: int, device: st
 
     if not Path(sys.modules["stable_audio_3"].__file__).resolve().is_relative_to(Path(ref).resolve()):
         raise RuntimeError("the reference package did not shadow ours")
+    half = args.dtype == "float16" or (args.dtype is None and device.startswith("cuda"))
     cfg = json.loads((ckpt / "model_config.json").read_text())
     cfg["model"]["conditioning"]["configs"][0]["config"]["model_path"] = str(ckpt)
     t0 = time.perf_counter()
-    wrapper = load_diffusion_cond(cfg, str(ckpt / "model.safetensors"), device=device, model_half=False)
+    wrapper = load_diffusion_cond(cfg, str(ckpt / "model.safetensors"), device=device, model_half=half)
     wrapper.use_lora, wrapper.lora_names = False, []
-    model = Reference(wrapper, cfg, device, False)
+    model = Reference(wrapper, cfg, device, half)
+    _sync(device)
     load = time.perf_counter() - t0
     walls = []
-    for r in range(repeats):
+    for r in range(args.warmup + args.repeats):
+        if device.startswith("cuda") and r == args.warmup:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        model.generate(prompt="a benchmark prompt", duration=duration, steps=steps, seed=r,
+        model.generate(prompt="a benchmark prompt", duration=args.duration, steps=args.steps, seed=r,
                        sample_size=cfg["sample_size"], disable_tqdm=True)  # fmt: skip
-        walls.append(time.perf_counter() - t0)
-    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": {}}
+        _sync(device)
+        if r >= args.warmup:
+            walls.append(time.perf_counter() - t0)
+    extra = {}
+    if device.startswith("cuda"):
+        import torch
+
+        extra["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": {}, **extra}
 
 
-def main() -> int:
-    impl, ckpt, duration, steps, repeats, device = sys.argv[1:7]
-    ref = sys.argv[7] if len(sys.argv) > 7 else ""
-    mode = sys.argv[8] if len(sys.argv) > 8 else "exact"
-    args = (Path(ckpt), float(duration), int(steps), int(repeats), device)
-    out = _ours(*args, mode) if impl == "ours" else _reference(*args, ref)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("impl", choices=["ours", "reference"])
+    p.add_argument("ckpt")
+    p.add_argument("duration", type=float)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=0, help="untimed generations first (GPU: kernel set-up)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reference", default=None, help="reference source checkout (impl=reference)")
+    p.add_argument("--mode", choices=["exact", "fast"], default="exact")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    p.add_argument("--cuda-graphs", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    args = p.parse_args(argv)
+    if args.impl == "reference" and not args.reference:
+        p.error("impl=reference needs --reference PATH")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = _ours(args) if args.impl == "ours" else _reference(args)
     out["peak_rss_gb"] = _peak_rss_gb()
     print(json.dumps(out))
     return 0

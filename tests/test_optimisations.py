@@ -85,6 +85,38 @@ def test_bfloat16_mode_tracks_float32(config: str) -> None:
         StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype="int8")
 
 
+@pytest.mark.parametrize("config", ["A", "E"])
+def test_float16_mode_tracks_float32(config: str) -> None:
+    """The CUDA default dtype, checked on CPU: float16 weights and activations with float32 islands
+    track float32 (> 40 dB) once the timestep is on the float16 grid. In float16 mode the reference
+    rounds t to float16 before the Fourier features (kept for parity: features at up to 1e4 Hz turn
+    that rounding into large phase changes, so a float32 t would give another velocity)."""
+    import torch
+    from conftest import stage
+
+    from stable_audio_3.guidance import guided_velocity
+
+    exact = load(config)
+    half = StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype="float16")
+    assert half.dit.dtype == torch.float16
+    kwargs = {
+        "x": stage(config, "dit_forward/x"),
+        "t": stage(config, "dit_forward/t").half().float(),
+        "cross_cond": stage(config, "conditioning_inputs/cross_attn_cond"),
+        "global_cond": stage(config, "conditioning_inputs/global_cond"),
+        "cfg_scale": 2.0,
+        "negative_cross_cond": stage(config, "conditioning_inputs/negative_cross_attn_cond"),
+        "negative_cross_mask": stage(config, "conditioning_inputs/negative_cross_attn_mask"),
+    }
+    with torch.inference_mode():
+        a = guided_velocity(exact.dit, **kwargs)
+        b = guided_velocity(half.dit, **kwargs)
+    snr = 10 * torch.log10(a.pow(2).sum() / (a - b.float()).pow(2).sum())
+    assert snr > 40, f"float16 DiT SNR {snr:.1f} dB"
+    audio = half.generate("x", duration=1.0, steps=2, cfg_scale=2.0, seed=0, progress=False)
+    assert audio.dtype == torch.float32 and torch.isfinite(audio).all()
+
+
 @pytest.mark.parametrize("config", ["A", "B"])
 def test_window_grouping_does_not_change_the_autoencoder(config: str, monkeypatch) -> None:
     import torch

@@ -1,8 +1,10 @@
 """Rectified-flow samplers as small pure functions sharing one signature and one callback shape.
 
 `model(x, t) -> v` predicts the velocity `v ~ noise - data`, so `denoised = x - t v`. Schedules
-are (B, steps + 1) tensors (one row per batch item). After every step the sampler calls
-`callback(StepInfo)`; a callback may raise (e.g. `GenerationCancelled`) to stop sampling.
+are (B, steps + 1) tensors (one row per batch item). Step i evaluates the model once, at
+`sigmas[:, i]` cast to x's dtype (the engine decides each step's guidance branch from that before
+sampling starts). After every step the sampler calls `callback(StepInfo)`; a callback may raise
+(e.g. `GenerationCancelled`) to stop sampling.
 """
 
 from __future__ import annotations
