@@ -77,6 +77,7 @@ class StepGraphs:
 
     def step(self, denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, guided: bool) -> torch.Tensor:
         """`denoiser(x, t, guided=guided)`, by replaying a captured graph (captured on first use)."""
+        x, t = denoiser.inputs(x, t)
         length = x.shape[-1]
         state = denoiser.state(guided, length)  # prepares the branch eagerly, outside any capture
         key = (

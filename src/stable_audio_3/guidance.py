@@ -131,15 +131,21 @@ class Denoiser:
             tensors.append(self.padding_mask)
         return tensors
 
+    def inputs(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, t) as every branch uses them: x in the DiT dtype, t in float32. A call depends on its
+        inputs only through these, so samplers whose x turns float32 after a guided step (guidance
+        math is float32) still feed a captured graph the same input layout."""
+        return x.to(self.dit.dtype), t.float()
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, guided: bool | None = None) -> torch.Tensor:
         """The velocity at (x, t). `guided=None` decides from `t` (reading it on the host)."""
+        x, t = self.inputs(x, t)
         if guided is None:
             guided = self.guidance.applies_at(t)
         prepared, glob = self.prepare(guided, x.shape[-1])
         if not guided:
             return self.dit(x, t, global_cond=glob, prepared=prepared, **self._keys(1))
         g = self.guidance
-        x = x.to(self.dit.dtype)
         out = self.dit(_twice(x), _twice(t), global_cond=glob, prepared=prepared, **self._keys(2))
         v_cond, v_uncond = out.chunk(2, dim=0)
         s = t.float()[:, None, None]
