@@ -177,3 +177,21 @@ def test_cli_writes_audio_and_exits_2_on_bad_input(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "duration" in bad.stderr
     assert not (tmp_path / "y.wav").exists()
+    # Speed options: a dtype runs; CUDA graphs on a CPU-only machine are one readable line, exit 2.
+    half = subprocess.run(
+        cmd[:-2] + ["--dtype", "bfloat16", "-o", str(tmp_path / "h.wav")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert half.returncode == 0, half.stderr
+    for flags, words in [
+        (["--device", "cpu", "--cuda-graphs"], "CUDA device"),
+        (["--dtype", "bfloat16", "--cpu-int8"], "needs a float32 model"),
+    ]:
+        refused = subprocess.run(
+            cmd[:-2] + flags + ["-o", str(tmp_path / "g.wav")], capture_output=True, text=True, check=False
+        )
+        assert refused.returncode == 2 and words in refused.stderr
+        assert refused.stderr.strip().count("\n") == 0
+        assert not (tmp_path / "g.wav").exists()

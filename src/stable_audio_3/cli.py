@@ -22,6 +22,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=-1)
     p.add_argument("--device", default=None)
     p.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude")
+    speed = p.add_argument_group("speed options")
+    speed.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="compute dtype (default: float16 on CUDA, float32 elsewhere)",
+    )
+    speed.add_argument("--cuda-graphs", action="store_true", help="replay sampling steps as CUDA graphs")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the DiT (GPUs)")
+    speed.add_argument(
+        "--cpu-int8", action="store_true", help="CPU fast mode: dynamic int8 DiT linears (not exact)"
+    )
     p.add_argument("-o", "--output", default="output.wav", help="output file; batches get _<i> suffixes")
     return p
 
@@ -32,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = StableAudioModel.from_pretrained(
-            args.model, device=args.device, attention_padding=args.attention_padding
+            args.model, device=args.device, attention_padding=args.attention_padding, dtype=args.dtype
         )
+        if args.cuda_graphs:
+            model.cuda_graphs = True
+        if args.cpu_int8:
+            model.enable_cpu_int8()
+        if args.compile:
+            model.compile()
         duration = args.duration[0] if len(args.duration) == 1 else args.duration
         negative = None
         if args.negative_prompt is not None:

@@ -200,6 +200,9 @@ class StableAudioModel:
 
         if self.device.type != "cpu":
             raise ValueError("enable_cpu_int8 is a CPU mode; this model is on " + str(self.device))
+        if self.dtype != torch.float32:
+            dtype = str(self.dtype).removeprefix("torch.")
+            raise ValueError(f"enable_cpu_int8 needs a float32 model; this one runs in {dtype}")
         if self.lora_names:
             raise RuntimeError("enable_cpu_int8 cannot be combined with loaded LoRAs")
         with warnings.catch_warnings():
