@@ -31,6 +31,29 @@ def _sync(device: str) -> None:
         torch.mps.synchronize()
 
 
+def _time_calls(generate, args: argparse.Namespace) -> tuple[list[float], list, dict]:
+    """`args.warmup` untimed then `args.repeats` timed calls of `generate(seed)` (seed = call index),
+    each waited for on the device. Returns the timed walls, what every call returned (warm-up
+    included), and on CUDA the peak allocated memory of the timed calls."""
+    import torch
+
+    cuda = args.device.startswith("cuda")
+    walls, results = [], []
+    for r in range(args.warmup + args.repeats):
+        if cuda and r == args.warmup:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        results.append(generate(r))
+        _sync(args.device)
+        if r >= args.warmup:
+            walls.append(time.perf_counter() - t0)
+    memory = {}
+    if cuda:
+        memory = {"peak_gpu_allocated_gb": torch.cuda.max_memory_allocated() / 1024**3,
+                  "gpu": torch.cuda.get_device_name()}  # fmt: skip
+    return walls, results, memory
+
+
 def _ours(args: argparse.Namespace) -> dict:
     import torch
 
@@ -53,22 +76,15 @@ def _ours(args: argparse.Namespace) -> dict:
         model.enable_cpu_int8()
         fast = model.generate("a benchmark prompt", **call, seed=0, return_latents=True)
         extra["snr_db_vs_exact"] = float(10 * torch.log10(exact.pow(2).sum() / (fast - exact).pow(2).sum()))
-    walls, timings = [], []
-    for r in range(args.warmup + args.repeats):
-        if model.device.type == "cuda" and r == args.warmup:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        model.generate("a benchmark prompt", **call, seed=r)
-        _sync(args.device)
-        if r >= args.warmup:
-            walls.append(time.perf_counter() - t0)
-            timings.append(model.last_record.timings)
-        if r == 0:  # the prompt is encoded once, then cached
-            extra["text_encoding_s"] = model.last_record.timings["conditioning"]
+
+    def generate(seed: int) -> dict:
+        model.generate("a benchmark prompt", **call, seed=seed)
+        return model.last_record.timings
+
+    walls, results, memory = _time_calls(generate, args)
+    extra.update(memory, text_encoding_s=results[0]["conditioning"])  # then cached across calls
+    timings = results[args.warmup :]
     best = timings[walls.index(statistics.median_low(walls))]
-    if model.device.type == "cuda":
-        extra["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
-        extra["gpu"] = torch.cuda.get_device_name()
     if model.device.type == "cpu" and args.mode == "exact" and model.dtype == torch.float32:
         flops = args.steps * dit_flops(model, model.last_record.latent_length)
         own = args.steps * dit_flops(model, model.last_record.latent_length, per_step_only=True)
@@ -169,24 +185,13 @@ def _reference(args: argparse.Namespace) -> dict:
     model = Reference(wrapper, cfg, device, half)
     _sync(device)
     load = time.perf_counter() - t0
-    walls = []
-    for r in range(args.warmup + args.repeats):
-        if device.startswith("cuda") and r == args.warmup:
-            import torch
 
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        model.generate(prompt="a benchmark prompt", duration=args.duration, steps=args.steps, seed=r,
+    def generate(seed: int) -> None:
+        model.generate(prompt="a benchmark prompt", duration=args.duration, steps=args.steps, seed=seed,
                        sample_size=cfg["sample_size"], disable_tqdm=True)  # fmt: skip
-        _sync(device)
-        if r >= args.warmup:
-            walls.append(time.perf_counter() - t0)
-    extra = {}
-    if device.startswith("cuda"):
-        import torch
 
-        extra["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
-    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": {}, **extra}
+    walls, _, memory = _time_calls(generate, args)
+    return {"wall_s": statistics.median(walls), "walls_s": walls, "load_s": load, "timings": {}, **memory}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

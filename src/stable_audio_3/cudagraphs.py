@@ -57,8 +57,8 @@ class StepGraphs:
     """Captured denoiser steps of one model, least recently used dropped past `max_graphs`.
 
     Everything that shapes a graph is in its key: branch, guidance settings (guided branch), valid
-    lengths, the shapes and dtypes of x, t and every conditioning buffer. The model clears the cache
-    whenever its weights change identity (LoRA load/unload/merge, compile).
+    lengths, the shapes and dtypes of x, t and every conditioning buffer (the padding mask included).
+    The model clears the cache whenever its weights change identity (LoRA load/unload/merge, compile).
     """
 
     def __init__(self, capture: Capture = capture_cuda_graph, max_graphs: int = 4) -> None:
@@ -84,7 +84,6 @@ class StepGraphs:
             guided,
             denoiser.guidance if guided else None,
             denoiser.valid_lengths,
-            denoiser.padding_mask is None,
             _layout(x),
             _layout(t),
             tuple(_layout(s) for s in state),

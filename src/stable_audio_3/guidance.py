@@ -148,7 +148,7 @@ class Denoiser:
         g = self.guidance
         out = self.dit(_twice(x), _twice(t), global_cond=glob, prepared=prepared, **self._keys(2))
         v_cond, v_uncond = out.chunk(2, dim=0)
-        s = t.float()[:, None, None]
+        s = t[:, None, None]  # float32 (see `inputs`)
         d_cond = x - v_cond * s
         d_uncond = x - v_uncond * s
         diff = d_cond - d_uncond
