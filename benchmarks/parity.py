@@ -15,7 +15,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import checkpoint_dir, generated, manifest, stage  # noqa: E402
+from conftest import (  # noqa: E402
+    checkpoint_dir,
+    generated,
+    manifest,
+    pin_fixture_host_frequencies,
+    stage,
+)
 
 from stable_audio_3 import StableAudioModel  # noqa: E402
 from stable_audio_3.guidance import guided_velocity  # noqa: E402
@@ -32,6 +38,7 @@ def report(config: str) -> list[dict]:
     model = StableAudioModel.from_pretrained(
         checkpoint_dir(config), device="cpu", attention_padding="reference_cpu"
     )
+    pin_fixture_host_frequencies(model.networks)
     rows = []
 
     def add(entry: str, role: str, ours: torch.Tensor, ref: torch.Tensor, end_to_end: bool = False) -> None:

@@ -10,7 +10,7 @@ from functools import cache
 
 import pytest
 import torch
-from conftest import assert_stage_close, checkpoint_dir, entry, manifest, stage
+from conftest import assert_stage_close, checkpoint_dir, entry, manifest, pin_fixture_host_frequencies, stage
 
 from stable_audio_3.checkpoint import load_official_state_dict, official_to_ours, read_safetensors
 from stable_audio_3.dit import DiffusionTransformer, DiTConfig
@@ -35,7 +35,7 @@ def build(config: str, padding: str = "reference_cpu", cfg: DiTConfig | None = N
     with torch.device("meta"):
         dit = DiffusionTransformer(cfg or DiTConfig.from_official(official_config(config)), padding)
     load_official_state_dict(dit, weights(config), strip_prefix=PREFIX)
-    return dit.eval()
+    return pin_fixture_host_frequencies(dit.eval())
 
 
 def fixture_call(config: str, name: str) -> tuple[dict, torch.Tensor]:

@@ -11,7 +11,15 @@ import contextlib
 
 import pytest
 import torch
-from conftest import assert_stage_close, checkpoint_dir, entry, entry_names, generated, stage
+from conftest import (
+    assert_stage_close,
+    checkpoint_dir,
+    entry,
+    entry_names,
+    generated,
+    pin_fixture_host_frequencies,
+    stage,
+)
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.generation import effective_lengths
@@ -38,6 +46,7 @@ def load(models: dict[str, StableAudioModel], config: str) -> StableAudioModel:
         models[config] = StableAudioModel.from_pretrained(
             checkpoint_dir(config), device="cpu", attention_padding="reference_cpu"
         )
+        pin_fixture_host_frequencies(models[config].networks)
     return models[config]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_stage_close, checkpoint_dir, entry, manifest, stage
+from conftest import assert_stage_close, checkpoint_dir, entry, manifest, pin_fixture_host_frequencies, stage
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.guidance import guided_velocity
@@ -19,6 +19,7 @@ def load(config: str, padding: str = "reference_cpu") -> StableAudioModel:
         _MODELS[key] = StableAudioModel.from_pretrained(
             checkpoint_dir(config), device="cpu", attention_padding=padding
         )
+        pin_fixture_host_frequencies(_MODELS[key].networks)
     return _MODELS[key]
 
 

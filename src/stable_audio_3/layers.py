@@ -77,6 +77,22 @@ class ExpoFourierFeatures(nn.Module):
             raise ValueError(f"ExpoFourierFeatures needs an even dim, got {dim}")
         self.dim = dim
         self.log_range = (math.log(min_freq), math.log(max_freq))
+        # An explicit (dim // 2,) float32 table replaces the computed one (see `frequencies`).
+        self.fixed_frequencies: torch.Tensor | None = None
+
+    def frequencies(self, device: torch.device | None = None) -> torch.Tensor:
+        """`exp(lo + r (hi - lo))` over a float32 ramp, with PyTorch's float32 `exp` as the reference.
+
+        That `exp` is not correctly rounded, and which last bit it gives for a short table can depend
+        on the host CPU (its vector width decides which elements take the scalar path). With angles
+        up to ~6e4 one ulp of a frequency moves a feature by ~1e-3, so comparisons against outputs
+        made on another host can pin the table with `fixed_frequencies`.
+        """
+        if self.fixed_frequencies is not None:
+            return self.fixed_frequencies.to(device=device, dtype=torch.float32)
+        ramp = torch.linspace(0.0, 1.0, self.dim // 2, dtype=torch.float32, device=device)
+        lo, hi = self.log_range
+        return torch.exp(ramp * (hi - lo) + lo)
 
     # Kept out of torch.compile graphs: the angles reach ~6e4, where one float32 ulp is 4e-3, so a
     # compiler re-associating `u * f * 2 * pi` would move the features far beyond parity tolerance.
@@ -84,9 +100,7 @@ class ExpoFourierFeatures(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (...,) -> (..., dim)."""
         dtype = u.dtype
-        ramp = torch.linspace(0.0, 1.0, self.dim // 2, dtype=torch.float32, device=u.device)
-        lo, hi = self.log_range
-        freqs = torch.exp(ramp * (hi - lo) + lo)
+        freqs = self.frequencies(u.device)
         angles = ((u.float()[..., None] * freqs) * 2) * math.pi
         return torch.cat([angles.cos(), angles.sin()], dim=-1).to(dtype)
 
