@@ -152,9 +152,9 @@ def write_random_checkpoint(folder: str | Path, size: str = "small", seed: int =
     """Create `folder` with model_config.json, model.safetensors and the text encoder, once."""
     from safetensors.torch import save_file
 
-    from stable_audio_3.checkpoint import export_official_state_dict
-    from stable_audio_3.config import ModelConfig
     from stable_audio_3.model import Networks
+    from stable_audio_3.official.checkpoint import export_official_state_dict
+    from stable_audio_3.official.config import ModelConfig
 
     folder = Path(folder)
     done = folder / ".complete"

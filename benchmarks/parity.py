@@ -24,7 +24,7 @@ from conftest import (  # noqa: E402
 )
 
 from stable_audio_3 import StableAudioModel  # noqa: E402
-from stable_audio_3.guidance import guided_velocity  # noqa: E402
+from stable_audio_3.pipeline.guidance import guided_velocity  # noqa: E402
 
 
 def _err(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:

@@ -125,7 +125,7 @@ def gemm_rate() -> float:
     the faster of PyTorch's default (`torch.mm`, MKL) and oneDNN, which our linear layers use."""
     import torch
 
-    from stable_audio_3.kernels import onednn_linear_available
+    from stable_audio_3.models.kernels import onednn_linear_available
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     candidates = [lambda: a @ b]

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from stable_audio_3.layers import ExpoFourierFeatures
+from stable_audio_3.models.layers import ExpoFourierFeatures
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIGS = {

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stable_audio_3.attention import attend, banded_attention
+from stable_audio_3.models.attention import attend, banded_attention
 
 
 def _dense_band(q, k, v, w, key_valid=None):

@@ -17,8 +17,8 @@ from graph_emulator import NotCapturable, capture_emulated
 from test_lora import make_lora_file
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.cudagraphs import StepGraphs
-from stable_audio_3.guidance import Denoiser
+from stable_audio_3.pipeline.cudagraphs import StepGraphs
+from stable_audio_3.pipeline.guidance import Denoiser
 
 _MODELS: dict[tuple[str, str], StableAudioModel] = {}
 
@@ -206,7 +206,7 @@ def test_valid_lengths_equal_the_padding_mask_without_host_reads(padding: str, l
 def test_denoiser_needs_the_branch_to_be_capturable() -> None:
     model = load("A")
     x, t, cross, glob = _dit_inputs(model)
-    from stable_audio_3.guidance import Guidance
+    from stable_audio_3.pipeline.guidance import Guidance
 
     denoiser = Denoiser(
         model.dit, cross_cond=cross, global_cond=glob, valid_lengths=(12, 12), guidance=Guidance(2.0)

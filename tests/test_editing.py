@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.audio import to_waveform
-from stable_audio_3.inpainting import limit_mask, mask_from_regions, mask_to_latents, regions_from_seconds
+from stable_audio_3.pipeline.inpainting import (
+    limit_mask,
+    mask_from_regions,
+    mask_to_latents,
+    regions_from_seconds,
+)
 
 _MODELS: dict[str, StableAudioModel] = {}
 

@@ -22,8 +22,8 @@ from conftest import (
 )
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.generation import effective_lengths
-from stable_audio_3.schedules import reference_init_schedule, shift_from_config
+from stable_audio_3.pipeline.request import effective_lengths
+from stable_audio_3.pipeline.schedules import reference_init_schedule, shift_from_config
 
 T2A_CASES = (
     "t2a_single",
@@ -184,8 +184,8 @@ def test_editing_matches_reference(models, config: str, case: str) -> None:
 @pytest.mark.parametrize(("config", "case"), _edit_cases())
 def test_editing_inputs_match_reference(models, config: str, case: str) -> None:
     """The conditioning the DiT receives: encoded source, [mask; masked latents] and first input."""
-    from stable_audio_3.editing import prepare_edit_inputs
-    from stable_audio_3.generation import generation_length
+    from stable_audio_3.pipeline.editing import prepare_edit_inputs
+    from stable_audio_3.pipeline.request import generation_length
 
     model = load(models, config)
     e = entry(config, case)

@@ -11,10 +11,10 @@ import torch
 from conftest import checkpoint_dir
 from safetensors.torch import load_file, save_file
 
-import stable_audio_3.hub as hub_module
+import stable_audio_3.official.hub as hub_module
 from stable_audio_3 import AutoencoderModel, CheckpointError, ConfigError, StableAudioModel
-from stable_audio_3.checkpoint import official_to_ours, ours_to_official
-from stable_audio_3.config import load_model_config
+from stable_audio_3.official.checkpoint import official_to_ours, ours_to_official
+from stable_audio_3.official.config import load_model_config
 
 
 def _copy_checkpoint(tmp_path: Path, config: str = "A") -> Path:
@@ -209,7 +209,7 @@ def test_text_encoder_reads_a_full_encoder_decoder_file(tmp_path: Path) -> None:
     """The released text-encoder folder holds the whole T5Gemma encoder-decoder; only the encoder is used."""
     from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
 
-    from stable_audio_3.conditioners import TextEncoder
+    from stable_audio_3.models.conditioners import TextEncoder
 
     src = checkpoint_dir("A") / "text_encoder"
     cfg = json.loads((src / "config.json").read_text())

@@ -12,8 +12,8 @@ from conftest import checkpoint_dir
 from safetensors.torch import save_file
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.checkpoint import ours_to_lora_key
-from stable_audio_3.lora import ADAPTER_TYPES, adapter_targets, svd_bases
+from stable_audio_3.lora.adapters import ADAPTER_TYPES, adapter_targets, svd_bases
+from stable_audio_3.official.checkpoint import ours_to_lora_key
 
 ARGS = {"prompt": "lofi", "duration": 1.0, "steps": 3, "seed": 7, "progress": False}
 
@@ -151,7 +151,7 @@ def test_include_filter_limits_the_adapted_layers(model, base_audio, tmp_path) -
     path = make_lora_file(model, tmp_path / "inc.safetensors", include=["transformer.layers.[1-1]."])
     model.load_lora(path)
     try:
-        from stable_audio_3.lora import iter_adapters
+        from stable_audio_3.lora.adapters import iter_adapters
 
         adapted = [n for n, *_ in iter_adapters(model.networks.dit)]
         assert adapted and all(n.startswith("blocks.1.") for n in adapted)
@@ -165,7 +165,7 @@ def test_xs_with_precomputed_bases_matches_recomputed(model, tmp_path) -> None:
     a = model.generate(**ARGS)
     model.unload_lora()
     bases = {}
-    from stable_audio_3.checkpoint import ours_to_official
+    from stable_audio_3.official.checkpoint import ours_to_official
 
     for name, module in _targets(model):
         u, v = svd_bases(module.weight, 8)
@@ -288,7 +288,7 @@ def test_a_file_written_from_the_spec_key_names_loads(model, base_audio, tmp_pat
     assert set(ours) == spec_keys  # our exporter writes exactly the spec's names, nothing else
     model.load_lora(tmp_path / "ours.safetensors")
     try:
-        from stable_audio_3.lora import iter_adapters
+        from stable_audio_3.lora.adapters import iter_adapters
 
         count = sum(
             1 for root in (model.networks.dit, model.networks.conditioners) for _ in iter_adapters(root)
@@ -299,8 +299,8 @@ def test_a_file_written_from_the_spec_key_names_loads(model, base_audio, tmp_pat
 
 
 def test_save_then_load_round_trips(model, tmp_path) -> None:
-    from stable_audio_3.lora import LoRAConfig
-    from stable_audio_3.lora_files import lora_state_dict, read_lora_file, save_lora_file
+    from stable_audio_3.lora.adapters import LoRAConfig
+    from stable_audio_3.lora.files import lora_state_dict, read_lora_file, save_lora_file
 
     model.load_lora(make_lora_file(model, tmp_path / "src.safetensors", kind="bora", seed=3))
     try:

@@ -69,7 +69,7 @@ def test_half_precision_tracks_float32(config: str, dtype: str) -> None:
     import torch
     from conftest import stage
 
-    from stable_audio_3.guidance import guided_velocity
+    from stable_audio_3.pipeline.guidance import guided_velocity
 
     exact = load(config)
     half = StableAudioModel.from_pretrained(checkpoint_dir(config), device="cpu", dtype=dtype)
@@ -102,7 +102,7 @@ def test_unknown_dtype_is_refused() -> None:
 def test_window_grouping_does_not_change_the_autoencoder(config: str, monkeypatch) -> None:
     import torch
 
-    import stable_audio_3.same as same
+    import stable_audio_3.models.same as same
 
     ae = load(config).autoencoder
     z = torch.randn(1, ae.config.latent_dim, 40, generator=torch.Generator().manual_seed(0))
@@ -167,7 +167,7 @@ def test_onednn_linear_equals_f_linear_and_keeps_autograd() -> None:
     import torch
     import torch.nn.functional as F
 
-    from stable_audio_3.kernels import linear, onednn_linear_available
+    from stable_audio_3.models.kernels import linear, onednn_linear_available
 
     assert onednn_linear_available()  # CPU x86 PyTorch builds ship oneDNN
     gen = torch.Generator().manual_seed(0)
@@ -253,7 +253,7 @@ def test_feed_forward_in_row_pieces_equals_one_piece(config: str, monkeypatch) -
     activation); DiT velocities and SAME decoding are unchanged, and training still backpropagates."""
     import torch
 
-    import stable_audio_3.layers as layers
+    import stable_audio_3.models.layers as layers
 
     model = load(config)
     dit, ae = model.dit, model.autoencoder

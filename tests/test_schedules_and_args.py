@@ -9,14 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stable_audio_3.generation import (
+from stable_audio_3.pipeline.request import (
     as_canceller,
     generation_length,
     per_item,
     resolve_seed,
     valid_lengths,
 )
-from stable_audio_3.schedules import (
+from stable_audio_3.pipeline.schedules import (
     DEFAULT_SAMPLING_SHIFT,
     FluxShift,
     IdentityShift,

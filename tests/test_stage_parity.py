@@ -8,7 +8,7 @@ import torch
 from conftest import assert_stage_close, checkpoint_dir, entry, manifest, pin_fixture_host_frequencies, stage
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.guidance import guided_velocity
+from stable_audio_3.pipeline.guidance import guided_velocity
 
 _MODELS: dict[tuple[str, str], StableAudioModel] = {}
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.dataset import LatentCache, find_clips
-from stable_audio_3.training import (
+from stable_audio_3.training.dataset import LatentCache, find_clips
+from stable_audio_3.training.lora_trainer import (
     TrainConfig,
     flow_matching_loss,
     random_inpaint_mask,
@@ -140,7 +140,7 @@ def test_inpaint_masks_never_keep_padding_and_loss_weights() -> None:
 
 
 def test_train_cli_reports_bad_arguments(tmp_path: Path) -> None:
-    from stable_audio_3.train_cli import main
+    from stable_audio_3.apps.train_cli import main
 
     assert main(["--model", str(checkpoint_dir("A")), "--data", str(tmp_path / "missing")]) == 2
 
@@ -162,7 +162,7 @@ def test_two_process_ddp_training_with_torchrun(tmp_path: Path) -> None:
         "--nproc_per_node",
         "2",
         "-m",
-        "stable_audio_3.train_cli",
+        "stable_audio_3.apps.train_cli",
         "--model",
         str(checkpoint_dir("A")),
         "--data",

@@ -1,11 +1,11 @@
 """Stable Audio 3: fast, faithful text-to-audio inference on the official checkpoints."""
 
-from .autoencoder import AutoencoderModel
-from .checkpoint import CheckpointError
-from .config import ConfigError, ModelConfig
-from .generation import GenerationCancelled, GenerationRecord
-from .model import StableAudioModel
-from .samplers import StepInfo
+from stable_audio_3.autoencoder import AutoencoderModel
+from stable_audio_3.model import StableAudioModel
+from stable_audio_3.official.checkpoint import CheckpointError
+from stable_audio_3.official.config import ConfigError, ModelConfig
+from stable_audio_3.pipeline.request import GenerationCancelled, GenerationRecord
+from stable_audio_3.pipeline.samplers import StepInfo
 
 __all__ = [
     "StableAudioModel",

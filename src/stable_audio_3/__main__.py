@@ -1,3 +1,3 @@
-from .cli import main
+from stable_audio_3.apps.cli import main
 
 raise SystemExit(main())

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from . import hub
-from .checkpoint import load_official_state_dict, read_safetensors
-from .config import ConfigError
-from .devices import resolve_device
-from .same import SAMEAutoencoder, SAMEConfig
+from stable_audio_3.devices import resolve_device
+from stable_audio_3.models.same import SAMEAutoencoder, SAMEConfig
+from stable_audio_3.official import hub
+from stable_audio_3.official.checkpoint import load_official_state_dict, read_safetensors
+from stable_audio_3.official.config import ConfigError
 
 __all__ = ["AutoencoderModel"]
 
@@ -71,7 +71,7 @@ class AutoencoderModel:
         """Audio -> latents (B, 256, frames). `audio`: a path, `(waveform, rate)`, or a waveform with
         `sample_rate`; a (B, C, T) tensor encodes a batch. Resampled to the model rate, padded up to
         a whole number of latent frames."""
-        from .audio import to_waveform
+        from stable_audio_3.audio import to_waveform
 
         channels = self.autoencoder.config.io_channels
         if isinstance(audio, torch.Tensor) and audio.dim() == 3:

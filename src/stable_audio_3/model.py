@@ -12,20 +12,20 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from . import hub
-from .attention import PADDING_MODES
-from .checkpoint import load_official_state_dict, read_safetensors
-from .conditioners import NumberConditioner, PromptConditioner, TextEncoder
-from .config import ConfigError, ModelConfig, load_model_config
-from .cudagraphs import StepGraphs
-from .devices import resolve_device, resolve_dtype
-from .dit import DiffusionTransformer
-from .generation import GenerationRecord, as_canceller
-from .kernels import onednn_linear_available
-from .layers import Linear
-from .lora_files import Merger
-from .same import SAMEAutoencoder
-from .samplers import StepInfo
+from stable_audio_3.devices import resolve_device, resolve_dtype
+from stable_audio_3.lora.files import Merger
+from stable_audio_3.models.attention import PADDING_MODES
+from stable_audio_3.models.conditioners import NumberConditioner, PromptConditioner, TextEncoder
+from stable_audio_3.models.dit import DiffusionTransformer
+from stable_audio_3.models.kernels import onednn_linear_available
+from stable_audio_3.models.layers import Linear
+from stable_audio_3.models.same import SAMEAutoencoder
+from stable_audio_3.official import hub
+from stable_audio_3.official.checkpoint import load_official_state_dict, read_safetensors
+from stable_audio_3.official.config import ConfigError, ModelConfig, load_model_config
+from stable_audio_3.pipeline.cudagraphs import StepGraphs
+from stable_audio_3.pipeline.request import GenerationRecord, as_canceller
+from stable_audio_3.pipeline.samplers import StepInfo
 
 __all__ = ["StableAudioModel"]
 
@@ -232,7 +232,7 @@ class StableAudioModel:
     ) -> list[int]:
         """Stack one or more LoRA files (official `.safetensors`/`.ckpt` layout or PEFT-style) on top
         of those already loaded; returns their indices for `set_lora_strength(..., lora_index=i)`."""
-        from .lora_files import apply_lora_file, read_lora_file
+        from stable_audio_3.lora.files import apply_lora_file, read_lora_file
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -257,7 +257,7 @@ class StableAudioModel:
 
     def set_lora_strength(self, strength: float, lora_index: int | None = None) -> None:
         """Strength of all LoRAs, or of one; 0.0 disables a LoRA without unloading it."""
-        from .lora import iter_adapters
+        from stable_audio_3.lora.adapters import iter_adapters
 
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength != strength:
             raise TypeError(f"strength must be a number, got {strength!r}")
@@ -272,7 +272,7 @@ class StableAudioModel:
                     adapter.strength.fill_(float(strength))
 
     def lora_strengths(self) -> list[float]:
-        from .lora import iter_adapters
+        from stable_audio_3.lora.adapters import iter_adapters
 
         found = {
             a.index: float(a.strength) for r in self._lora_roots().values() for *_, a in iter_adapters(r)
@@ -281,7 +281,7 @@ class StableAudioModel:
 
     def unload_lora(self) -> None:
         """Remove every LoRA, restoring the base weights bit for bit."""
-        from .lora import detach_all
+        from stable_audio_3.lora.adapters import detach_all
 
         self._merger.unmerge()
         for root in self._lora_roots().values():
@@ -403,7 +403,9 @@ class StableAudioModel:
         decodes every frame with the reference's chunk plan (same output up to float rounding, and the
         reference's decoder-noise stream for checkpoints with stochastic decoding).
         """
-        from .engine import run_generation  # local import keeps this module about the public API
+        from stable_audio_3.pipeline.engine import (
+            run_generation,  # local import keeps this module about the public API
+        )
 
         with self._lock, self._lora_strength_for_call(lora_strength), parametrize.cached():
             return run_generation(

@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from .audio import to_waveform
-from .inpainting import limit_mask, mask_from_regions, mask_to_latents, regions_from_seconds
+from stable_audio_3.audio import to_waveform
+from stable_audio_3.pipeline.inpainting import (
+    limit_mask,
+    mask_from_regions,
+    mask_to_latents,
+    regions_from_seconds,
+)
 
 if TYPE_CHECKING:
-    from .model import StableAudioModel
+    from stable_audio_3.model import StableAudioModel
 
 __all__ = ["EditInputs", "prepare_edit_inputs"]
 

@@ -14,8 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import PADDING_MODES
-from .layers import MLP, Attention, ExpoFourierFeatures, GLUFeedForward, Linear, RMSNorm, Rotary
+from stable_audio_3.models.attention import PADDING_MODES
+from stable_audio_3.models.layers import (
+    MLP,
+    Attention,
+    ExpoFourierFeatures,
+    GLUFeedForward,
+    Linear,
+    RMSNorm,
+    Rotary,
+)
 
 __all__ = ["DiTConfig", "DiffusionTransformer"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .guidance import Denoiser
+from stable_audio_3.pipeline.guidance import Denoiser
 
 __all__ = ["Capture", "capture_cuda_graph", "StepGraphs"]
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attend
-from .kernels import linear
+from stable_audio_3.models.attention import attend
+from stable_audio_3.models.kernels import linear
 
 __all__ = [
     "Linear",

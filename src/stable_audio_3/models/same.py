@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import chunking
-from .layers import Attention, DynamicTanh, GLUFeedForward, Linear, RMSNorm, Rotary
+from stable_audio_3.models import chunking
+from stable_audio_3.models.layers import Attention, DynamicTanh, GLUFeedForward, Linear, RMSNorm, Rotary
 
 __all__ = ["SAMESideConfig", "SAMEConfig", "SAMEAutoencoder", "patchify", "unpatchify"]
 

@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dataset import Clip, LatentCache, find_clips
-from .lora import ADAPTER_TYPES, LoRAConfig, adapter_targets, attach, iter_adapters, matches_any
-from .lora_files import lora_state_dict, save_lora_file
-from .schedules import IdentityShift, Shift, shift_from_config
+from stable_audio_3.lora.adapters import (
+    ADAPTER_TYPES,
+    LoRAConfig,
+    adapter_targets,
+    attach,
+    iter_adapters,
+    matches_any,
+)
+from stable_audio_3.lora.files import lora_state_dict, save_lora_file
+from stable_audio_3.pipeline.schedules import IdentityShift, Shift, shift_from_config
+from stable_audio_3.training.dataset import Clip, LatentCache, find_clips
 
 __all__ = [
     "TrainConfig",
@@ -195,7 +202,7 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _attach_adapters(model, cfg: LoRAConfig) -> list[nn.Parameter]:
-    from .checkpoint import lora_filter_name
+    from stable_audio_3.official.checkpoint import lora_filter_name
 
     roots = {"dit": model.networks.dit, "conditioners": model.networks.conditioners}
     for root_name, root in roots.items():
@@ -216,7 +223,7 @@ def _attach_adapters(model, cfg: LoRAConfig) -> list[nn.Parameter]:
 
 def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train a LoRA; returns the path of the final `.safetensors` (official layout)."""
-    from .model import StableAudioModel
+    from stable_audio_3.model import StableAudioModel
 
     rank, world, local_rank = _distributed()
     if world > 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .layers import ExpoFourierFeatures, Linear
+from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
 
 __all__ = [
     "PromptConditionerConfig",

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .audio import read_audio, to_waveform
+from stable_audio_3.audio import read_audio, to_waveform
 
 if TYPE_CHECKING:
-    from .model import StableAudioModel
+    from stable_audio_3.model import StableAudioModel
 
 __all__ = ["Clip", "find_clips", "LatentCache", "AUDIO_SUFFIXES"]
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .editing import prepare_edit_inputs
-from .generation import (
+from stable_audio_3.pipeline.editing import prepare_edit_inputs
+from stable_audio_3.pipeline.guidance import Denoiser, Guidance
+from stable_audio_3.pipeline.request import (
     Canceller,
     GenerationCancelled,
     GenerationRecord,
@@ -26,13 +27,12 @@ from .generation import (
     resolve_seed,
     valid_lengths,
 )
-from .guidance import Denoiser, Guidance
-from .samplers import SAMPLERS, StepInfo
-from .schedules import build_schedule, shift_from_config
+from stable_audio_3.pipeline.samplers import SAMPLERS, StepInfo
+from stable_audio_3.pipeline.schedules import build_schedule, shift_from_config
 
 if TYPE_CHECKING:
-    from .cudagraphs import StepGraphs
-    from .model import StableAudioModel
+    from stable_audio_3.model import StableAudioModel
+    from stable_audio_3.pipeline.cudagraphs import StepGraphs
 
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
 

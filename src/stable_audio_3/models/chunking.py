@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .same import SAMEAutoencoder
+    from stable_audio_3.models.same import SAMEAutoencoder
 
 __all__ = ["STREAM_SPAN", "encode_chunked", "decode_chunked", "decode_into"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .dit import DiffusionTransformer, Prepared
+from stable_audio_3.models.dit import DiffusionTransformer, Prepared
 
 __all__ = ["Guidance", "Denoiser", "apg_project", "guided_velocity"]
 

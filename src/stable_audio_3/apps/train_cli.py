@@ -1,6 +1,6 @@
 """`stable-audio-train-lora`: train a LoRA on a folder of captioned audio.
 
-Multi-GPU: `torchrun --nproc_per_node N -m stable_audio_3.train_cli ...` (same arguments).
+Multi-GPU: `torchrun --nproc_per_node N -m stable_audio_3.apps.train_cli ...` (same arguments).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .lora import ADAPTER_TYPES
+    from stable_audio_3.lora.adapters import ADAPTER_TYPES
 
     p = argparse.ArgumentParser(
         prog="stable-audio-train-lora",
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .training import TrainConfig, train_lora
+    from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
 
     try:
         cfg = TrainConfig(

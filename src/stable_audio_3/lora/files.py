@@ -11,14 +11,14 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from .checkpoint import (
+from stable_audio_3.lora.adapters import PARAM_NAMES, Adapter, LoRAConfig, iter_adapters, matches_any
+from stable_audio_3.official.checkpoint import (
     lora_filter_name,
     lora_key_to_ours,
     official_to_ours,
     ours_to_lora_key,
     ours_to_official,
 )
-from .lora import PARAM_NAMES, Adapter, LoRAConfig, iter_adapters, matches_any
 
 __all__ = ["LoRAFile", "read_lora_file", "apply_lora_file", "lora_state_dict", "save_lora_file", "Merger"]
 

@@ -1,0 +1,1 @@
+"""User-facing programs (command lines); they use only the public `stable_audio_3` API."""

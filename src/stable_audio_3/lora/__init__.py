@@ -1,0 +1,1 @@
+"""LoRA adapters on the networks: adapter maths, official LoRA files, merging."""

@@ -1,0 +1,1 @@
+"""The networks: DiT, SAME autoencoder, conditioners and the layers they share (no generation logic)."""

@@ -1,0 +1,1 @@
+"""Generation: the validated request, schedules, samplers, guidance, editing inputs and the engine."""
