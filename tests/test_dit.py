@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import assert_stage_close, checkpoint_dir, entry, manifest, pin_fixture_host_frequencies, stage
 
-from stable_audio_3.models.dit import DiffusionTransformer, DiTConfig
+from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.official.checkpoint import load_official_state_dict, official_to_ours, read_safetensors
+from stable_audio_3.official.dit_config import DiTConfig
 from stable_audio_3.pipeline.guidance import apg_project, guided_velocity
 
 PREFIX = "model.model."

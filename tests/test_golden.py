@@ -19,7 +19,8 @@ _MODELS: dict[str, StableAudioModel] = {}
 
 def _stored() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(str(OUTPUTS), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["fingerprint"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        return tensors, json.loads(f.metadata()["fingerprint"])
 
 
 @pytest.mark.parametrize("name", sorted(cases(OUTPUTS.parent)))

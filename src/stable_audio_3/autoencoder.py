@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from stable_audio_3.devices import resolve_device
-from stable_audio_3.models.same import SAMEAutoencoder, SAMEConfig
+from stable_audio_3.models.same import SAMEAutoencoder
 from stable_audio_3.official import hub
 from stable_audio_3.official.checkpoint import load_official_state_dict, read_safetensors
 from stable_audio_3.official.config import ConfigError
+from stable_audio_3.official.same_config import SAMEConfig
 
 __all__ = ["AutoencoderModel"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stable_audio_3.models.conditioners import NumberConditionerConfig, PromptConditionerConfig
-from stable_audio_3.models.dit import DiTConfig
-from stable_audio_3.models.same import SAMEConfig
+from stable_audio_3.official.conditioner_config import NumberConditionerConfig, PromptConditionerConfig
+from stable_audio_3.official.dit_config import DiTConfig
+from stable_audio_3.official.same_config import SAMEConfig
 
 __all__ = ["ConfigError", "ModelConfig", "DiffusionConfig", "PretransformConfig", "load_model_config"]
 
