@@ -57,14 +57,14 @@ def report(config: str) -> list[dict]:
                 add(name, "embeddings", emb, stage(config, out["embeddings"]))
             elif kind == "conditioning_inputs":
                 pos, neg = e["args"]["conditioning"], e["args"]["negative_conditioning"]
-                c = model._condition(
+                c = model.condition(
                     [p["prompt"] for p in pos], [n["prompt"] for n in neg], [p["seconds_total"] for p in pos]
                 )
-                add(name, "cross_attn_cond", c["cross_cond"], stage(config, out["cross_attn_cond"]))
+                add(name, "cross_attn_cond", c.cross_cond, stage(config, out["cross_attn_cond"]))
                 add(
                     name,
                     "negative_cross_attn_cond",
-                    c["negative_cross_cond"],
+                    c.negative_cross_cond,
                     stage(config, out["negative_cross_attn_cond"]),
                 )
             elif kind == "dit_forward":

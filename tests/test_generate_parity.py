@@ -8,6 +8,7 @@ config E); stage tensors max|Δ| <= 1e-4 * max(1, max|ref|).
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from conftest import (
 )
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.pipeline.request import effective_lengths
+from stable_audio_3.pipeline.lengths import effective_lengths
 from stable_audio_3.pipeline.schedules import reference_init_schedule, shift_from_config
 
 T2A_CASES = (
@@ -121,16 +122,16 @@ def test_conditioning_assembly_matches_reference(models, config: str) -> None:
     model = load(models, config)
     args = entry(config, "conditioning_inputs")["args"]
     pos, neg = args["conditioning"], args["negative_conditioning"]
-    cond = model._condition(
+    cond = model.condition(
         [c["prompt"] for c in pos], [c["prompt"] for c in neg], [c["seconds_total"] for c in pos]
     )
-    assert_stage_close(cond["cross_cond"], stage(config, "conditioning_inputs/cross_attn_cond"), "cross")
-    assert_stage_close(cond["global_cond"], stage(config, "conditioning_inputs/global_cond"), "global")
+    assert_stage_close(cond.cross_cond, stage(config, "conditioning_inputs/cross_attn_cond"), "cross")
+    assert_stage_close(cond.global_cond, stage(config, "conditioning_inputs/global_cond"), "global")
     assert_stage_close(
-        cond["negative_cross_cond"], stage(config, "conditioning_inputs/negative_cross_attn_cond"), "negative"
+        cond.negative_cross_cond, stage(config, "conditioning_inputs/negative_cross_attn_cond"), "negative"
     )
     assert torch.equal(
-        cond["negative_cross_mask"], stage(config, "conditioning_inputs/negative_cross_attn_mask")
+        cond.negative_cross_mask, stage(config, "conditioning_inputs/negative_cross_attn_mask")
     )
 
 
@@ -184,34 +185,31 @@ def test_editing_matches_reference(models, config: str, case: str) -> None:
 @pytest.mark.parametrize(("config", "case"), _edit_cases())
 def test_editing_inputs_match_reference(models, config: str, case: str) -> None:
     """The conditioning the DiT receives: encoded source, [mask; masked latents] and first input."""
-    from stable_audio_3.pipeline.editing import prepare_edit_inputs
-    from stable_audio_3.pipeline.request import generation_length
+    from stable_audio_3.pipeline import engine
+    from stable_audio_3.pipeline.editing import encode_source
+    from stable_audio_3.pipeline.request import GenerationRequest
 
     model = load(models, config)
     e = entry(config, case)
     out = e["outputs"]
     args = _edit_args(model, config, e)
-    ae = model.config.pretransform.autoencoder
-    n = generation_length(
-        [args["duration"]],
-        6.0,
-        model.sample_rate,
-        ae.downsampling_ratio,
-        (ae.encoder_chunk_size or 32) // ae.strides[0],
-        model.config.sample_size,
-    )
-    edit = prepare_edit_inputs(
-        model,
-        batch=1,
-        durations=[args["duration"]],
-        n_samples=n,
-        length=n // ae.downsampling_ratio,
-        generator=torch.Generator(),
-        init_audio=args.get("init_audio"),
-        inpaint_audio=args.get("inpaint_audio"),
-        inpaint_mask_start_seconds=args.get("inpaint_mask_start_seconds"),
-        inpaint_mask_end_seconds=args.get("inpaint_mask_end_seconds"),
-    )
+    arguments = dict(inspect.signature(model.generate).parameters)
+    arguments = {k: p.default for k, p in arguments.items() if k != "lora_strength"}
+    arguments.update(args, duration_padding_sec=6.0, steps=8)
+    request = GenerationRequest.check_inputs(model.config, model.device, arguments)
+    components = model._components()
+    lengths = engine.plan(components, request)
+    edit = engine.edit_inputs(components, request, lengths, torch.Generator())
     assert_stage_close(edit.local_cond, generated(config, out["dit_local_add_cond"]), "local cond")
-    source = edit.init_latents if edit.init_latents is not None else edit.source_latents
+    source = edit.init_latents
+    if source is None:
+        wave = request.edit.inpaint_audio
+        source = encode_source(
+            model.autoencoder,
+            wave,
+            lengths.samples,
+            model.config.pretransform.chunked,
+            model.device,
+            torch.Generator(),
+        )
     assert_stage_close(source, generated(config, out["encoded_source_latents"]), "encoded source")

@@ -9,13 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stable_audio_3.pipeline.request import (
-    as_canceller,
-    generation_length,
-    per_item,
-    resolve_seed,
-    valid_lengths,
-)
+from stable_audio_3.pipeline.lengths import generation_length, valid_lengths
+from stable_audio_3.pipeline.request import as_canceller, per_item, resolve_seed
 from stable_audio_3.pipeline.schedules import (
     DEFAULT_SAMPLING_SHIFT,
     FluxShift,

@@ -1,11 +1,10 @@
-"""`StableAudioModel`: load an official checkpoint and generate audio from text."""
+"""`StableAudioModel`: load an official checkpoint and generate audio from text (the public API)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,46 +12,27 @@ import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
 from stable_audio_3.devices import resolve_device, resolve_dtype
-from stable_audio_3.lora.files import Merger
+from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
-from stable_audio_3.models.conditioners import NumberConditioner, PromptConditioner, TextEncoder
+from stable_audio_3.models.conditioners import TextEncoder
 from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.models.kernels import onednn_linear_available
 from stable_audio_3.models.layers import Linear
+from stable_audio_3.models.networks import Networks
 from stable_audio_3.models.same import SAMEAutoencoder
+from stable_audio_3.notices import warn_caller
 from stable_audio_3.official import hub
 from stable_audio_3.official.checkpoint import load_official_state_dict, read_safetensors
-from stable_audio_3.official.config import ConfigError, ModelConfig, load_model_config
+from stable_audio_3.official.config import ModelConfig, load_model_config
+from stable_audio_3.pipeline.conditioning import Conditioning, condition
 from stable_audio_3.pipeline.cudagraphs import StepGraphs
-from stable_audio_3.pipeline.request import GenerationRecord, as_canceller
+from stable_audio_3.pipeline.engine import Components
+from stable_audio_3.pipeline.engine import generate as run_generation
+from stable_audio_3.pipeline.record import GenerationRecord
+from stable_audio_3.pipeline.request import GenerationRequest
 from stable_audio_3.pipeline.samplers import StepInfo
 
 __all__ = ["StableAudioModel"]
-
-DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
-
-
-class Networks(nn.Module):
-    """Every trainable tensor of a checkpoint: DiT, conditioners and the SAME autoencoder."""
-
-    def __init__(self, cfg: ModelConfig, attention_padding: str) -> None:
-        super().__init__()
-        self.dit = DiffusionTransformer(cfg.diffusion.dit, attention_padding=attention_padding)
-        self.conditioners = nn.ModuleDict(
-            {cfg.prompt.id: PromptConditioner(cfg.prompt), cfg.seconds.id: NumberConditioner(cfg.seconds)}
-        )
-        self.autoencoder = SAMEAutoencoder(cfg.pretransform.autoencoder, cfg.pretransform.iterate_batch)
-
-
-def _check_wiring(cfg: ModelConfig) -> None:
-    """The pipeline assumes the released wiring of conditioners into the DiT; say so if it differs."""
-    d = cfg.diffusion
-    if d.cross_attention_cond_ids != (cfg.prompt.id, cfg.seconds.id):
-        raise ConfigError(f"cross_attention_cond_ids must be [{cfg.prompt.id!r}, {cfg.seconds.id!r}]")
-    if d.global_cond_ids != (cfg.seconds.id,):
-        raise ConfigError(f"global_cond_ids must be [{cfg.seconds.id!r}]")
-    if d.local_add_cond_ids not in ((), ("inpaint_mask", "inpaint_masked_input")):
-        raise ConfigError("local_add_cond_ids must be ['inpaint_mask', 'inpaint_masked_input']")
 
 
 class StableAudioModel:
@@ -71,9 +51,8 @@ class StableAudioModel:
         self.dtype = dtype
         self.last_record: GenerationRecord | None = None
         self.int8 = False
-        self.lora_names: list[str] = []
-        self._lora_configs: list = []
-        self._merger = Merger()
+        roots = {"dit": networks.dit, "conditioners": networks.conditioners}
+        self.lora = LoRAStack(roots, on_change=self._weights_changed)
         self._lock = threading.Lock()
         self._step_graphs: StepGraphs | None = None
 
@@ -105,7 +84,7 @@ class StableAudioModel:
         dtype = resolve_dtype(dev, model_half, dtype)
         files = hub.resolve_model(name_or_path, revision=revision)
         cfg = load_model_config(files.config)
-        _check_wiring(cfg)
+        cfg.check_wiring()
         with torch.device("meta"):
             networks = Networks(cfg, attention_padding)
         load_official_state_dict(networks, read_safetensors(files.weights))
@@ -186,11 +165,6 @@ class StableAudioModel:
         elif self._step_graphs is None:
             self._step_graphs = StepGraphs()
 
-    def _weights_changed(self) -> None:
-        """Captured graphs read weights by address: drop them when weights may have moved."""
-        if self._step_graphs is not None:
-            self._step_graphs.clear()
-
     def enable_cpu_int8(self) -> None:
         """Opt-in CPU fast mode: the DiT's linear layers run as dynamic int8 (weights int8 per
         channel, activations quantised per call). Faster on CPUs with int8 dot products, at a small
@@ -203,7 +177,7 @@ class StableAudioModel:
         if self.dtype != torch.float32:
             dtype = str(self.dtype).removeprefix("torch.")
             raise ValueError(f"enable_cpu_int8 needs a float32 model; this one runs in {dtype}")
-        if self.lora_names:
+        if self.lora:
             raise RuntimeError("enable_cpu_int8 cannot be combined with loaded LoRAs")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -221,9 +195,10 @@ class StableAudioModel:
         self.int8 = True
         self._weights_changed()
 
-    # ------------------------------------------------------------------ LoRA
-    def _lora_roots(self) -> dict[str, nn.Module]:
-        return {"dit": self.networks.dit, "conditioners": self.networks.conditioners}
+    # ------------------------------------------------------------------ LoRA (see `lora.stack`)
+    @property
+    def lora_names(self) -> list[str]:
+        return self.lora.names
 
     def load_lora(
         self,
@@ -232,120 +207,72 @@ class StableAudioModel:
     ) -> list[int]:
         """Stack one or more LoRA files (official `.safetensors`/`.ckpt` layout or PEFT-style) on top
         of those already loaded; returns their indices for `set_lora_strength(..., lora_index=i)`."""
-        from stable_audio_3.lora.files import apply_lora_file, read_lora_file
-
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self._require_unmerged("load_lora")
         if self.int8:
             raise RuntimeError("LoRAs cannot be loaded on a model in int8 fast mode")
-        files = [read_lora_file(p) for p in paths]
-        bases = None
-        if any(f.config.adapter_type.endswith("-xs") for f in files):
-            bases_path = svd_bases_path or self.config.raw.get("svd_bases_path")
-            if bases_path is not None:
-                bases = torch.load(str(bases_path), map_location="cpu", weights_only=True)
-        indices = []
-        for f in files:
-            index = len(self.lora_names)
-            apply_lora_file(self._lora_roots(), f, index, bases)
-            self.lora_names.append(f.name)
-            self._lora_configs.append(f.config)
-            indices.append(index)
-        self._weights_changed()
-        return indices
+        return self.lora.load(paths, svd_bases_path or self.config.raw.get("svd_bases_path"))
 
     def set_lora_strength(self, strength: float, lora_index: int | None = None) -> None:
         """Strength of all LoRAs, or of one; 0.0 disables a LoRA without unloading it."""
-        from stable_audio_3.lora.adapters import iter_adapters
-
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength != strength:
-            raise TypeError(f"strength must be a number, got {strength!r}")
-        if lora_index is not None and not 0 <= lora_index < len(self.lora_names):
-            raise ValueError(
-                f"lora_index {lora_index} is out of range: {len(self.lora_names)} LoRA(s) loaded"
-            )
-        self._require_unmerged("set_lora_strength")
-        for root in self._lora_roots().values():
-            for _, _, _, adapter in iter_adapters(root):
-                if lora_index is None or adapter.index == lora_index:
-                    adapter.strength.fill_(float(strength))
+        self.lora.set_strength(strength, lora_index)
 
     def lora_strengths(self) -> list[float]:
-        from stable_audio_3.lora.adapters import iter_adapters
-
-        found = {
-            a.index: float(a.strength) for r in self._lora_roots().values() for *_, a in iter_adapters(r)
-        }
-        return [found.get(i, 0.0) for i in range(len(self.lora_names))]
+        return self.lora.strengths()
 
     def unload_lora(self) -> None:
         """Remove every LoRA, restoring the base weights bit for bit."""
-        from stable_audio_3.lora.adapters import detach_all
-
-        self._merger.unmerge()
-        for root in self._lora_roots().values():
-            detach_all(root)
-        self.lora_names.clear()
-        self._lora_configs.clear()
-        self._weights_changed()
+        self.lora.unload()
 
     def merge_lora(self) -> None:
         """Fold the LoRAs (at their current strengths) into the weights for speed; `unmerge_lora`
         restores the exact unmerged state."""
-        self._merger.merge(self._lora_roots())
-        self._weights_changed()
+        self.lora.merge()
 
     def unmerge_lora(self) -> None:
-        self._merger.unmerge()
-        self._weights_changed()
+        self.lora.unmerge()
 
-    @contextlib.contextmanager
-    def _lora_strength_for_call(self, strength: float | Sequence[float] | None) -> Iterator[None]:
-        if strength is None:
-            yield
-            return
-        if not self.lora_names:
-            raise ValueError("lora_strength was given but no LoRA is loaded (use load_lora first)")
-        values = list(strength) if isinstance(strength, (list, tuple)) else [strength] * len(self.lora_names)
-        if len(values) != len(self.lora_names):
-            raise ValueError(
-                f"lora_strength has {len(values)} values but {len(self.lora_names)} LoRA(s) are loaded"
-            )
-        saved = self.lora_strengths()
-        try:
-            for i, v in enumerate(values):
-                self.set_lora_strength(v, lora_index=i)
-            yield
-        finally:
-            for i, v in enumerate(saved):
-                self.set_lora_strength(v, lora_index=i)
-
-    def _require_unmerged(self, what: str) -> None:
-        if self._merger.merged:
-            raise RuntimeError(f"{what}: the LoRAs are merged; call unmerge_lora() first")
-
-    # ------------------------------------------------------------------ conditioning
-    def _condition(
-        self, prompts: list[str], negatives: list[str] | None, durations: list[float]
-    ) -> dict[str, torch.Tensor | None]:
-        cfg = self.config
-        text, text_mask = self.networks.conditioners[cfg.prompt.id](prompts, self.device)
-        secs, secs_mask = self.networks.conditioners[cfg.seconds.id](durations, self.device)
-        out: dict[str, torch.Tensor | None] = {
-            "cross_cond": torch.cat([text, secs.to(text.dtype)], dim=1).to(self.dtype),
-            "global_cond": secs[:, 0].to(self.dtype),
-            "negative_cross_cond": None,
-            "negative_cross_mask": None,
-        }
-        if negatives is not None:
-            neg, neg_mask = self.networks.conditioners[cfg.prompt.id](negatives, self.device)
-            out["negative_cross_cond"] = torch.cat([neg, secs.to(neg.dtype)], dim=1)
-            out["negative_cross_mask"] = torch.cat([neg_mask.float(), secs_mask.float()], dim=1)
-        return out
+    def _weights_changed(self) -> None:
+        """Captured graphs read weights by address: drop them when weights may have moved."""
+        if self._step_graphs is not None:
+            self._step_graphs.clear()
 
     # ------------------------------------------------------------------ generation
-    @torch.inference_mode()
+    def condition(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, durations: Sequence[float]
+    ) -> Conditioning:
+        """The DiT conditioning of these prompts (and negative prompts) and durations."""
+        cfg, cond = self.config, self.networks.conditioners
+        negatives = None if negative_prompts is None else tuple(negative_prompts)
+        return condition(
+            cond[cfg.prompt.id],
+            cond[cfg.seconds.id],
+            tuple(prompts),
+            negatives,
+            tuple(durations),
+            self.device,
+            self.dtype,
+        )
+
+    def _components(self) -> Components:
+        graphs = self._step_graphs
+        if graphs is not None and self.lora and not self.lora.merged:
+            # Unmerged LoRAs recompute their weights on the host at every generation, which a
+            # captured graph would not see, so they run eagerly.
+            warn_caller(
+                "CUDA graphs are not used while LoRAs are loaded unmerged (merge_lora() makes them usable)"
+            )
+            graphs = None
+        n = self.networks.conditioners
+        return Components(
+            self.config,
+            self.dit,
+            n[self.config.prompt.id],
+            n[self.config.seconds.id],
+            self.autoencoder,
+            self.device,
+            self.dtype,
+            graphs,
+        )
+
     def generate(
         self,
         prompt: str | Sequence[str],
@@ -403,40 +330,10 @@ class StableAudioModel:
         decodes every frame with the reference's chunk plan (same output up to float rounding, and the
         reference's decoder-noise stream for checkpoints with stochastic decoding).
         """
-        from stable_audio_3.pipeline.engine import (
-            run_generation,  # local import keeps this module about the public API
-        )
-
-        with self._lock, self._lora_strength_for_call(lora_strength), parametrize.cached():
-            return run_generation(
-                self,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                duration=duration,
-                steps=steps,
-                cfg_scale=cfg_scale,
-                seed=seed,
-                batch_size=batch_size,
-                apg_scale=apg_scale,
-                duration_padding_sec=duration_padding_sec,
-                sample_size=sample_size,
-                chunked_decode=chunked_decode,
-                return_latents=return_latents,
-                truncate_output_to_duration=truncate_output_to_duration,
-                sampler=sampler,
-                sigmas=sigmas,
-                cfg_interval=cfg_interval,
-                cfg_norm_threshold=cfg_norm_threshold,
-                scale_phi=scale_phi,
-                callback=callback,
-                cancel=as_canceller(cancel),
-                progress=progress,
-                generator=generator,
-                init_audio=init_audio,
-                init_noise_level=init_noise_level,
-                inpaint_audio=inpaint_audio,
-                inpaint_mask=inpaint_mask,
-                inpaint_mask_start_seconds=inpaint_mask_start_seconds,
-                inpaint_mask_end_seconds=inpaint_mask_end_seconds,
-                decode_all_latents=decode_all_latents,
-            )
+        arguments = {k: v for k, v in locals().items() if k != "self"}
+        lora_strength = arguments.pop("lora_strength")
+        request = GenerationRequest.check_inputs(self.config, self.device, arguments)
+        lora_call = self.lora.strength_for_call(lora_strength)
+        with torch.inference_mode(), self._lock, lora_call, parametrize.cached():
+            output, self.last_record = run_generation(self._components(), request)
+        return output

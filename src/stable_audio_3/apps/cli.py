@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from stable_audio_3.model import StableAudioModel
+    from stable_audio_3 import StableAudioModel
 
     try:
         model = StableAudioModel.from_pretrained(
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"stable-audio-3: error: {err}", file=sys.stderr)
         return 2
-    from stable_audio_3.audio import write_audio
+    from stable_audio_3 import write_audio
 
     out = Path(args.output)
     if out.suffix == "":

@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from stable_audio_3.lora.adapters import ADAPTER_TYPES
+    from stable_audio_3.training import ADAPTER_TYPES
 
     p = argparse.ArgumentParser(
         prog="stable-audio-train-lora",
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
+    from stable_audio_3.training import TrainConfig, train_lora
 
     try:
         cfg = TrainConfig(

@@ -19,6 +19,8 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
+from stable_audio_3.official.checkpoint import lora_filter_name
+
 __all__ = [
     "ADAPTER_TYPES",
     "LoRAConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "iter_adapters",
     "detach_all",
     "matches_any",
+    "layer_selected",
     "svd_bases",
 ]
 
@@ -97,6 +100,15 @@ def _expand(pattern: str) -> list[str]:
 def matches_any(name: str, patterns: list[str] | None) -> bool:
     """Substring match with range expansion, as the official include/exclude filters."""
     return bool(patterns) and any(p in name for pat in patterns for p in _expand(pat.strip()))
+
+
+def layer_selected(name: str, include: list[str] | None, exclude: list[str] | None) -> bool:
+    """Whether the layer at our module path `name` passes the official include/exclude filters
+    (matched against its official name)."""
+    official = lora_filter_name(name)
+    if include is not None and not matches_any(official, include):
+        return False
+    return not (exclude is not None and matches_any(official, exclude))
 
 
 def svd_bases(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,16 +11,15 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from stable_audio_3.lora.adapters import PARAM_NAMES, Adapter, LoRAConfig, iter_adapters, matches_any
+from stable_audio_3.lora.adapters import PARAM_NAMES, Adapter, LoRAConfig, iter_adapters, layer_selected
 from stable_audio_3.official.checkpoint import (
-    lora_filter_name,
     lora_key_to_ours,
     official_to_ours,
     ours_to_lora_key,
     ours_to_official,
 )
 
-__all__ = ["LoRAFile", "read_lora_file", "apply_lora_file", "lora_state_dict", "save_lora_file", "Merger"]
+__all__ = ["LoRAFile", "read_lora_file", "apply_lora_file", "lora_state_dict", "save_lora_file"]
 
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<which>lora_[AB])(?:\.[^.]+)?\.weight$")
 
@@ -185,12 +184,8 @@ def apply_lora_file(
             raise LoRAFileError(
                 f"{lora.name}: key {lora.origin[name]!r} names no adaptable layer of this model"
             )
-        filt = lora_filter_name(name)
-        if lora.config.include is not None and not matches_any(filt, lora.config.include):
-            continue
-        if lora.config.exclude is not None and matches_any(filt, lora.config.exclude):
-            continue
-        modules[name] = module
+        if layer_selected(name, lora.config.include, lora.config.exclude):
+            modules[name] = module
     staged = []
     for name, module in modules.items():
         weight = (
@@ -245,40 +240,3 @@ def save_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], config: L
     save_file(data, str(tmp), metadata={"lora_config": json.dumps(config.to_metadata())})
     tmp.replace(path)
     return path
-
-
-class Merger:
-    """Fold adapters into the base weights for speed, exactly reversibly (originals are kept)."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[nn.Module, torch.Tensor]] = []
-
-    @property
-    def merged(self) -> bool:
-        return bool(self._saved)
-
-    @torch.no_grad()
-    def merge(self, roots: dict[str, nn.Module]) -> None:
-        if self._saved:
-            return
-        for root in roots.values():
-            for _, module in root.named_modules():
-                if not parametrize.is_parametrized(module, "weight"):
-                    continue
-                stack = module.parametrizations.weight
-                effective = module.weight.detach().clone()
-                self._saved.append((module, stack.original.detach().clone()))
-                for p in stack:
-                    if isinstance(p, Adapter):
-                        p.enabled = False
-                stack.original.copy_(effective)
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        for module, original in self._saved:
-            stack = module.parametrizations.weight
-            stack.original.copy_(original)
-            for p in stack:
-                if isinstance(p, Adapter):
-                    p.enabled = True
-        self._saved.clear()

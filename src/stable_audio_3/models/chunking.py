@@ -11,14 +11,26 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from stable_audio_3.models.same import SAMEAutoencoder
-
 __all__ = ["STREAM_SPAN", "encode_chunked", "decode_chunked", "decode_into"]
+
+
+class SAMEAutoencoder(Protocol):
+    """What the plans use of `models.same.SAMEAutoencoder` (named here so that neither module
+    imports the other)."""
+
+    config: Any
+    iterate_batch: bool
+    bottleneck: Any
+    decoder: Any
+
+    def encode(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def patches_to_audio(self, x: torch.Tensor) -> torch.Tensor: ...
+
 
 # Latents per streamed span: ~25 MB of decoder activations for SAME-S, and a 3 % margin overhead.
 STREAM_SPAN = 256

@@ -77,6 +77,16 @@ class ModelConfig:
     cond_dim: int
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
+    def check_wiring(self) -> None:
+        """The pipeline assumes the released wiring of conditioners into the DiT; say so if it differs."""
+        d, prompt, seconds = self.diffusion, self.prompt.id, self.seconds.id
+        if d.cross_attention_cond_ids != (prompt, seconds):
+            raise ConfigError(f"cross_attention_cond_ids must be [{prompt!r}, {seconds!r}]")
+        if d.global_cond_ids != (seconds,):
+            raise ConfigError(f"global_cond_ids must be [{seconds!r}]")
+        if d.local_add_cond_ids not in ((), ("inpaint_mask", "inpaint_masked_input")):
+            raise ConfigError("local_add_cond_ids must be ['inpaint_mask', 'inpaint_masked_input']")
+
     @property
     def max_duration(self) -> float:
         """Longest generation in seconds this checkpoint allows (`sample_size / sample_rate`)."""

@@ -140,6 +140,13 @@ class SAMEConfig:
     def strides(self) -> list[int]:
         return [self.encoder.stride]
 
+    @property
+    def latent_multiple(self) -> int:
+        """Latent lengths are rounded up to a multiple of this: `chunk_size // stride`, with the
+        reference's default chunk size of 32 when the encoder has none (sliding-window SAME-L too),
+        so 2 for every released autoencoder."""
+        return max(1, (self.encoder_chunk_size or 32) // self.strides[0])
+
     @classmethod
     def from_official(cls, cfg: Mapping[str, Any]) -> SAMEConfig:
         known = {

@@ -117,9 +117,7 @@ class LatentCache:
         wave, rate = read_audio(clip.path)
         wave = to_waveform((wave, rate), str(clip.path), model.sample_rate, channels=ae.config.io_channels)
         ratio = ae.config.downsampling_ratio
-        multiple = ratio * max(
-            1, (ae.config.encoder_chunk_size or ae.config.strides[0]) // ae.config.strides[0]
-        )
+        multiple = ratio * ae.config.latent_multiple
         wave = torch.nn.functional.pad(wave, (0, (-wave.shape[-1]) % multiple))
         audio = wave[None].to(model.device, next(ae.parameters()).dtype)
         z = ae.encode_chunked(audio) if model.config.pretransform.chunked else ae.encode(audio)

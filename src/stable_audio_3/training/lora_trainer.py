@@ -22,10 +22,6 @@ from torch import nn
 from stable_audio_3.lora.adapters import (
     ADAPTER_TYPES,
     LoRAConfig,
-    adapter_targets,
-    attach,
-    iter_adapters,
-    matches_any,
 )
 from stable_audio_3.lora.files import lora_state_dict, save_lora_file
 from stable_audio_3.pipeline.schedules import IdentityShift, Shift, shift_from_config
@@ -160,13 +156,13 @@ class _Objective(nn.Module):
         valid = (
             torch.arange(length, device=device)[None] < torch.tensor(batch["valid"], device=device)[:, None]
         )
-        cond = model._condition(batch["prompts"], None, batch["seconds"])
-        cross = cond["cross_cond"].to(x0.dtype)
+        cond = model.condition(batch["prompts"], None, batch["seconds"])
+        cross = cond.cross_cond.to(x0.dtype)
         drop = torch.tensor([rng.random() < self.cfg_dropout for _ in range(b)], device=device)
         cross = torch.where(drop[:, None, None], torch.zeros_like(cross), cross)
         local = torch.cat([keep, x0 * keep], dim=1)
         v = self.networks.dit(
-            x_t, t, cross_cond=cross, global_cond=cond["global_cond"], local_cond=local, padding_mask=valid
+            x_t, t, cross_cond=cross, global_cond=cond.global_cond, local_cond=local, padding_mask=valid
         )
         return flow_matching_loss(v, noise - x0, keep, valid)
 
@@ -201,26 +197,6 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _attach_adapters(model, cfg: LoRAConfig) -> list[nn.Parameter]:
-    from stable_audio_3.official.checkpoint import lora_filter_name
-
-    roots = {"dit": model.networks.dit, "conditioners": model.networks.conditioners}
-    for root_name, root in roots.items():
-        for name, module in list(adapter_targets(root)):
-            filt = lora_filter_name(f"{root_name}.{name}")
-            if cfg.include is not None and not matches_any(filt, cfg.include):
-                continue
-            if cfg.exclude is not None and matches_any(filt, cfg.exclude):
-                continue
-            attach(module, cfg, index=len(model.lora_names))
-    model.lora_names.append("training")
-    model._lora_configs.append(cfg)
-    params = [p for root in roots.values() for *_, a in iter_adapters(root) for p in a.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
 def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train a LoRA; returns the path of the final `.safetensors` (official layout)."""
     from stable_audio_3.model import StableAudioModel
@@ -253,7 +229,7 @@ def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = 
         include=cfg.include,
         exclude=cfg.exclude,
     )
-    params = _attach_adapters(model, lcfg)
+    params = model.lora.attach_trainable(lcfg)
     if not params:
         raise ValueError("include/exclude left no layer to train")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))

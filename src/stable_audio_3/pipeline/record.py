@@ -1,0 +1,68 @@
+"""The record of one generation: what was asked, what was used (the seed, the schedule), how long it took."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stable_audio_3.pipeline.request import GenerationRequest
+
+__all__ = ["GenerationRecord"]
+
+
+@dataclass
+class GenerationRecord:
+    """Everything needed to reproduce or describe one `generate()` call."""
+
+    seed: int
+    prompts: list[str]
+    negative_prompts: list[str] | None
+    durations: list[float]
+    steps: int
+    cfg_scale: float
+    apg_scale: float
+    sampler: str
+    duration_padding_sec: float
+    latent_length: int
+    sample_rate: int
+    device: str
+    dtype: str
+    sigmas: list[list[float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_request(
+        cls,
+        request: GenerationRequest,
+        *,
+        latent_length: int,
+        sample_rate: int,
+        device: str,
+        dtype: str,
+        sigmas: list[list[float]],
+        extra: dict[str, Any],
+    ) -> GenerationRecord:
+        """The record of `request` as it ran (the schedule and sizes it got)."""
+        g = request.guidance
+        return cls(
+            seed=request.seed,
+            prompts=list(request.prompts),
+            negative_prompts=None if request.negative_prompts is None else list(request.negative_prompts),
+            durations=list(request.durations),
+            steps=request.steps,
+            cfg_scale=g.cfg_scale,
+            apg_scale=g.apg_scale,
+            sampler=request.sampler,
+            duration_padding_sec=request.duration_padding_sec,
+            latent_length=latent_length,
+            sample_rate=sample_rate,
+            device=device,
+            dtype=dtype,
+            sigmas=sigmas,
+            extra=extra,
+        )
