@@ -145,6 +145,7 @@ def test_readme_examples_run(block: str, monkeypatch) -> None:
     exec(compile(block, "README.md", "exec"), {})
 
 
+@pytest.mark.slow
 def test_cli_writes_audio_and_exits_2_on_bad_input(tmp_path: Path) -> None:
     ckpt = str(checkpoint_dir("A"))
     out = tmp_path / "x.wav"

@@ -233,6 +233,7 @@ def test_zero_local_condition_is_embedded_once_and_broadcast(config: str) -> Non
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+@pytest.mark.slow
 def test_compiled_dit_generates_the_same_audio() -> None:
     """`model.compile()` (torch.compile, inductor, dynamic shapes): generations at two lengths equal the
     eager ones within the parity bound, and a new length does not recompile from scratch. (Inductor

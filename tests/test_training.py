@@ -36,6 +36,7 @@ def _write_clips(folder: Path, sr: int, n: int = 4) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_lora_changes_generation(tmp_path: Path) -> None:
     ckpt = checkpoint_dir("A")
     sr = json.loads((ckpt / "model_config.json").read_text())["sample_rate"]
@@ -74,6 +75,7 @@ def test_training_lowers_the_loss_and_the_lora_changes_generation(tmp_path: Path
     assert (with_lora - probe.generate(**args, lora_strength=0.0)).abs().max().item() > 1e-3
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_state(tmp_path: Path) -> None:
     ckpt = checkpoint_dir("B")
     sr = json.loads((ckpt / "model_config.json").read_text())["sample_rate"]
@@ -139,12 +141,14 @@ def test_inpaint_masks_never_keep_padding_and_loss_weights() -> None:
     assert flow_matching_loss(v, target, keep, valid).item() == pytest.approx(1.0 + 4.0)
 
 
+@pytest.mark.slow
 def test_train_cli_reports_bad_arguments(tmp_path: Path) -> None:
     from stable_audio_3.apps.train_cli import main
 
     assert main(["--model", str(checkpoint_dir("A")), "--data", str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_two_process_ddp_training_with_torchrun(tmp_path: Path) -> None:
     """`torchrun` with no code change: two CPU processes (gloo) train one LoRA together."""
     import shutil

@@ -1,8 +1,8 @@
 """CPU matrix-multiply dispatch for inference.
 
 PyTorch runs float32 `F.linear` on CPU through MKL, which on AMD processors takes its AVX2 code path.
-oneDNN (also shipped inside every x86 PyTorch build) uses the AVX-512 units it finds and was measured at
-2.3-2.6x MKL's rate on this project's AMD EPYC machine for the DiT's shapes (see benchmarks/README.md).
+oneDNN (also shipped inside every x86 PyTorch build) uses the AVX-512 units it finds, which is faster
+for the DiT's shapes on the CPUs measured (figures per host in benchmarks/README.md).
 Both compute in IEEE float32; only the order of the additions differs.
 
 The oneDNN entry point (`torch.ops.mkldnn._linear_pointwise`) is an internal operator of PyTorch's CPU

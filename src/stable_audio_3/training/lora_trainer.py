@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -199,28 +200,11 @@ def _distributed() -> tuple[int, int, int]:
 
 def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None) -> Path:
     """Train a LoRA; returns the path of the final `.safetensors` (official layout)."""
-    from stable_audio_3.model import StableAudioModel
-
-    rank, world, local_rank = _distributed()
-    if world > 1:
-        import torch.distributed as dist
-
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    else:
-        device = cfg.device
+    rank, world, device = _start_processes(cfg)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    model = StableAudioModel.from_pretrained(
-        cfg.model, device=device, model_half=False, attention_padding="exclude"
-    )
+    model, clips, latents = _load(cfg, device, rank)
     dev = model.device
-    sr, ratio = model.sample_rate, model.config.pretransform.autoencoder.downsampling_ratio
-
-    clips = find_clips(cfg.data)
-    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
-    latents = cache.encode_all(clips, progress=cfg.progress and rank == 0)
 
     lcfg = LoRAConfig(
         rank=cfg.rank,
@@ -235,30 +219,14 @@ def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     objective: nn.Module = _Objective(model, cfg.cfg_dropout)
     if world > 1:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
-
-    state_path = out / "train_state.pt"
-    step = 0
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=_device_ids(dev))
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     rng = random.Random(cfg.seed + rank)
-    if cfg.resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        with torch.no_grad():
-            for p, saved in zip(params, state["adapters"], strict=True):
-                p.copy_(saved)
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        gen.set_state(state["generator"])
-        rng.seed(state["rng_seed"] + step)
+    step = _resume(out / "train_state.pt", params, opt, gen, rng) if cfg.resume else 0
 
-    shift = (
-        shift_from_config(model.config.diffusion.training_shift)
-        if model.config.diffusion.training_shift
-        else IdentityShift()
-    )
+    sr, ratio = model.sample_rate, model.config.pretransform.autoencoder.downsampling_ratio
     max_frames = max(1, int(cfg.duration * sr) // ratio)
+    shift = _training_shift(model)
     autocast = _autocast(cfg.precision, dev)
     model.networks.dit.train()
     bar = _bar(cfg, step, rank)
@@ -273,12 +241,7 @@ def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = 
             loss.backward()
             opt.step()
             step += 1
-            value = float(loss.detach())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-            if on_step is not None:
-                on_step(step, value)
+            _report(bar, on_step, step, float(loss.detach()))
             if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 _save(model, lcfg, out, step, params, opt, gen, cfg)
     finally:
@@ -290,6 +253,63 @@ def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = 
 
             dist.destroy_process_group()
     return out / "lora.safetensors"
+
+
+def _load(cfg: TrainConfig, device, rank: int) -> tuple[Any, list[Clip], list[torch.Tensor]]:
+    """The model, the clips and their (cached) latents."""
+    from stable_audio_3.model import StableAudioModel
+
+    model = StableAudioModel.from_pretrained(
+        cfg.model, device=device, model_half=False, attention_padding="exclude"
+    )
+    clips = find_clips(cfg.data)
+    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
+    return model, clips, cache.encode_all(clips, progress=cfg.progress and rank == 0)
+
+
+def _device_ids(device: torch.device) -> list[int] | None:
+    return [device.index] if device.type == "cuda" else None
+
+
+def _start_processes(cfg: TrainConfig) -> tuple[int, int, str | torch.device | None]:
+    """(rank, world size, device); joins the process group when launched by torchrun."""
+    rank, world, local_rank = _distributed()
+    if world == 1:
+        return rank, world, cfg.device
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world, f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def _resume(
+    state_path: Path, params: list[nn.Parameter], opt, gen: torch.Generator, rng: random.Random
+) -> int:
+    """Restore adapters, optimiser and random streams from `train_state.pt`; the step reached."""
+    if not state_path.is_file():
+        return 0
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        for p, saved in zip(params, state["adapters"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(state["optimizer"])
+    step = int(state["step"])
+    gen.set_state(state["generator"])
+    rng.seed(state["rng_seed"] + step)
+    return step
+
+
+def _training_shift(model) -> Shift:
+    options = model.config.diffusion.training_shift
+    return shift_from_config(options) if options else IdentityShift()
+
+
+def _report(bar, on_step: Callable[[int, float], None] | None, step: int, loss: float) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+    if on_step is not None:
+        on_step(step, loss)
 
 
 def _autocast(precision: str, device: torch.device):
