@@ -1,24 +1,58 @@
-"""Stable Audio 3: fast, faithful text-to-audio inference on the official checkpoints."""
+"""Stable Audio 3: fast, faithful text-to-audio inference on the official checkpoints.
 
-from stable_audio_3.audio import read_audio, write_audio
-from stable_audio_3.autoencoder import AutoencoderModel
-from stable_audio_3.model import StableAudioModel
-from stable_audio_3.official.checkpoint import CheckpointError
-from stable_audio_3.official.config import ConfigError, ModelConfig
-from stable_audio_3.pipeline.record import GenerationRecord
-from stable_audio_3.pipeline.request import GenerationCancelled
-from stable_audio_3.pipeline.samplers import StepInfo
+The public names are imported on first use, so `import stable_audio_3` (and a command line's
+`--help`) does not pay for PyTorch until something needs it.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stable_audio_3.audio import read_audio, write_audio
+    from stable_audio_3.autoencoder import AutoencoderModel
+    from stable_audio_3.model import StableAudioModel
+    from stable_audio_3.official.checkpoint import CheckpointError
+    from stable_audio_3.official.config import ConfigError, ModelConfig
+    from stable_audio_3.pipeline.record import GenerationRecord
+    from stable_audio_3.pipeline.request import GenerationCancelled
+    from stable_audio_3.pipeline.samplers import StepInfo
+
+_EXPORTS = {
+    "StableAudioModel": "stable_audio_3.model",
+    "AutoencoderModel": "stable_audio_3.autoencoder",
+    "ModelConfig": "stable_audio_3.official.config",
+    "ConfigError": "stable_audio_3.official.config",
+    "CheckpointError": "stable_audio_3.official.checkpoint",
+    "GenerationRecord": "stable_audio_3.pipeline.record",
+    "GenerationCancelled": "stable_audio_3.pipeline.request",
+    "StepInfo": "stable_audio_3.pipeline.samplers",
+    "read_audio": "stable_audio_3.audio",
+    "write_audio": "stable_audio_3.audio",
+}
 __all__ = [
     "StableAudioModel",
     "AutoencoderModel",
     "ModelConfig",
+    "ConfigError",
+    "CheckpointError",
     "GenerationRecord",
     "GenerationCancelled",
     "StepInfo",
-    "CheckpointError",
-    "ConfigError",
     "read_audio",
     "write_audio",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stable_audio_3' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

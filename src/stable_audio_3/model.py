@@ -17,7 +17,7 @@ from stable_audio_3.models.attention import PADDING_MODES
 from stable_audio_3.models.conditioners import TextEncoder
 from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.models.kernels import onednn_linear_available
-from stable_audio_3.models.layers import Linear
+from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
 from stable_audio_3.models.networks import Networks
 from stable_audio_3.models.same import SAMEAutoencoder
 from stable_audio_3.notices import warn_caller
@@ -142,6 +142,9 @@ class StableAudioModel:
         """Compile the DiT forward with `torch.compile` (dynamic shapes, so new lengths do not
         recompile). Worth it on GPUs; the first call pays the compilation time."""
         dit = self.networks.dit
+        for layer in dit.modules():
+            if isinstance(layer, ExpoFourierFeatures):  # float32 angles must not be re-associated
+                layer.forward = torch.compiler.disable(layer.forward)
         dit.forward = torch.compile(dit.forward, dynamic=True, **options)
         self._weights_changed()
 

@@ -94,9 +94,9 @@ class ExpoFourierFeatures(nn.Module):
         lo, hi = self.log_range
         return torch.exp(ramp * (hi - lo) + lo)
 
-    # Kept out of torch.compile graphs: the angles reach ~6e4, where one float32 ulp is 4e-3, so a
-    # compiler re-associating `u * f * 2 * pi` would move the features far beyond parity tolerance.
-    @torch.compiler.disable
+    # Must stay out of torch.compile graphs (`StableAudioModel.compile` keeps it eager): the angles reach
+    # ~6e4, where one float32 ulp is 4e-3, so a compiler re-associating `u * f * 2 * pi` would move the
+    # features far beyond parity tolerance.
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (...,) -> (..., dim)."""
         dtype = u.dtype
