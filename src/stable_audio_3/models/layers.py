@@ -167,8 +167,10 @@ class Rotary(nn.Module):
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
         self.dim = dim
-        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-        self.register_buffer("inv_freq", inv_freq)
+        # Made on the CPU even when the model is built on the meta device: meta arithmetic runs
+        # through PyTorch's reference decompositions, which import the compiler (~1.5 s).
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)
+        self.register_buffer("inv_freq", inv_freq.to(torch.empty(0).device))  # the ambient device
 
     def forward(self, n: int, device: torch.device | None = None) -> torch.Tensor:
         """Angles (n, dim) in float32 for positions 0..n-1."""
