@@ -24,15 +24,31 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 
-def write_audio(path: str | os.PathLike[str], audio: torch.Tensor, sample_rate: int) -> None:
-    """Write (channels, samples) audio atomically (a temporary file renamed into place)."""
+def write_audio(
+    path: str | os.PathLike[str],
+    audio: torch.Tensor,
+    sample_rate: int,
+    *,
+    format: str | None = None,
+    subtype: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write (channels, samples) audio atomically (a temporary file renamed into place).
+
+    `format` defaults to the file's extension (wav, flac, ogg, mp3, ...); `subtype` to soundfile's
+    default for it; `metadata` sets string tags the format can hold (title, comment, software, ...).
+    """
     import soundfile as sf
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
     data = audio.detach().float().cpu().numpy().T
+    kind = (format or path.suffix[1:] or "wav").upper()
     try:
-        sf.write(str(tmp), data, sample_rate, format=(path.suffix[1:] or "wav").upper(), subtype=None)
+        with sf.SoundFile(str(tmp), "w", sample_rate, data.shape[1], subtype, format=kind) as f:
+            for key, value in (metadata or {}).items():
+                setattr(f, key, value)
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,89 +1,286 @@
-"""`stable-audio-3`: generate audio from the command line."""
+"""`stable-audio` (alias `stable-audio-3`): generate audio from the command line.
+
+Arguments, output paths and input files are all checked before PyTorch is imported or a model is
+loaded; bad input is one line on stderr and exit code 2, Ctrl-C is exit code 130, and no file is
+ever left half-written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+PROG = "stable-audio"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stable-audio-3", description="Generate audio with Stable Audio 3.")
-    p.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
-    p.add_argument("-p", "--prompt", required=True, nargs="+", help="one prompt per batch item")
-    p.add_argument("--negative-prompt", nargs="+", default=None)
-    p.add_argument(
-        "--duration", type=float, nargs="+", default=[30.0], help="seconds (one, or one per prompt)"
+def build_parser() -> argparse.ArgumentParser:
+    from stable_audio_3 import __version__  # lazy package: no torch here
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Stable Audio 3: text-to-audio, audio-to-audio, inpainting and continuation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--device", default=None)
-    p.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude")
-    speed = p.add_argument_group("speed options")
-    speed.add_argument(
-        "--dtype",
-        choices=["float32", "float16", "bfloat16"],
-        default=None,
-        help="compute dtype (default: float16 on CUDA, float32 elsewhere)",
-    )
-    speed.add_argument("--cuda-graphs", action="store_true", help="replay sampling steps as CUDA graphs")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the DiT (GPUs)")
-    speed.add_argument(
-        "--cpu-int8", action="store_true", help="CPU fast mode: dynamic int8 DiT linears (not exact)"
-    )
-    p.add_argument("-o", "--output", default="output.wav", help="output file; batches get _<i> suffixes")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _model_flags(p.add_argument_group("model"))
+    _generation_flags(p.add_argument_group("generation"))
+    _editing_flags(p.add_argument_group("audio-to-audio, inpainting and continuation"))
+    _lora_flags(p.add_argument_group("LoRA"))
+    _output_flags(p.add_argument_group("output"))
+    _speed_flags(p.add_argument_group("speed"))
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _model_flags(m: argparse._ArgumentGroup) -> None:
+    m.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
+    m.add_argument("--device", default=None, help="cuda / mps / cpu (default: the best available)")
+    m.add_argument("--no-half", action="store_true", help="float32 on CUDA instead of float16")
+    m.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude")
+
+
+def _generation_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("-p", "--prompt", required=True, nargs="+", help="one prompt, or one per batch item")
+    g.add_argument("--negative-prompt", nargs="+", default=None, help="one, or one per batch item")
+    g.add_argument("--duration", type=float, nargs="+", default=[30.0], help="seconds: one, or one per item")
+    g.add_argument("--steps", type=int, default=8)
+    g.add_argument("--cfg-scale", type=float, default=1.0, help="try 7 on -base models")
+    g.add_argument("--apg-scale", type=float, default=1.0)
+    g.add_argument(
+        "--sampler", choices=["pingpong", "euler", "dpmpp"], default=None, help="default: the checkpoint's"
+    )
+    g.add_argument("--duration-padding", type=float, default=6.0, help="seconds generated past the duration")
+    g.add_argument("--seed", type=int, default=-1, help="-1 draws a random seed (it is recorded)")
+    g.add_argument("--batch-size", type=int, default=None, help="default: the number of prompts")
+
+
+def _editing_flags(e: argparse._ArgumentGroup) -> None:
+    e.add_argument("--init-audio", default=None, metavar="PATH")
+    e.add_argument("--init-noise-level", type=float, default=0.9, help="with --init-audio: 1 = new audio")
+    e.add_argument("--inpaint-audio", default=None, metavar="PATH")
+    e.add_argument(
+        "--inpaint-start",
+        type=float,
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="SECONDS",
+        help="region starts (several values or repeats = several regions)",
+    )
+    e.add_argument("--inpaint-end", type=float, nargs="+", action="extend", default=None, metavar="SECONDS")
+    d = e.add_mutually_exclusive_group()
+    d.add_argument("--chunked-decode", dest="chunked_decode", action="store_true", default=None)
+    d.add_argument("--no-chunked-decode", dest="chunked_decode", action="store_false")
+
+
+def _lora_flags(lo: argparse._ArgumentGroup) -> None:
+    lo.add_argument(
+        "--lora-ckpt-path",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATH",
+        help="LoRA files, stacked in order",
+    )
+    lo.add_argument(
+        "--lora-strength",
+        type=float,
+        nargs="+",
+        action="extend",
+        default=None,
+        help="one for all LoRAs, or one per LoRA",
+    )
+
+
+def _output_flags(o: argparse._ArgumentGroup) -> None:
+    o.add_argument("-o", "--output", default="output.wav", help="file; batch items get _<i> suffixes")
+    o.add_argument(
+        "--format",
+        choices=["wav", "flac", "ogg", "mp3"],
+        default=None,
+        help="default: from the extension (wav without one)",
+    )
+    o.add_argument("--peak-ceiling-dbfs", type=float, default=None, help="scale down items peaking above")
+    o.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+
+def _speed_flags(s: argparse._ArgumentGroup) -> None:
+    s.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="default: float16 on CUDA, float32 elsewhere",
+    )
+    s.add_argument("--cuda-graphs", action="store_true", help="replay sampling steps as CUDA graphs")
+    s.add_argument("--compile", action="store_true", help="torch.compile the DiT (GPUs)")
+    s.add_argument("--cpu-int8", action="store_true", help="CPU fast mode: int8 DiT linears (not exact)")
+
+
+class UsageError(ValueError):
+    """A flag combination that cannot work."""
+
+
+def _per_item(flag: str, values: list | None, batch: int) -> Any:
+    if values is None:
+        return None
+    if len(values) not in (1, batch):
+        raise UsageError(f"{flag} has {len(values)} values but the batch has {batch} items")
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """The batch size and the generate() arguments, or a UsageError naming the flag."""
+    prompts = args.prompt
+    batch = args.batch_size if args.batch_size is not None else len(prompts)
+    if batch < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch}")
+    if len(prompts) > 1 and batch != len(prompts):
+        raise UsageError(f"--batch-size {batch} does not match the {len(prompts)} prompts")
+    if any(not d > 0 for d in args.duration):
+        raise UsageError(f"--duration must be > 0, got {args.duration}")
+    if args.cuda_graphs and args.device is not None and not args.device.startswith("cuda"):
+        raise UsageError(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
+    if args.cpu_int8 and args.dtype not in (None, "float32"):
+        raise UsageError(f"--cpu-int8 needs a float32 model, not --dtype {args.dtype}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    starts, ends = args.inpaint_start, args.inpaint_end
+    if (starts is None) != (ends is None) or (starts and len(starts) != len(ends)):
+        raise UsageError("--inpaint-start and --inpaint-end need the same number of values")
+    if starts and not args.inpaint_audio:
+        raise UsageError("--inpaint-start/--inpaint-end need --inpaint-audio")
+    if args.inpaint_audio and not starts:
+        raise UsageError("--inpaint-audio needs --inpaint-start and --inpaint-end")
+    for flag, path in [
+        ("--init-audio", args.init_audio),
+        ("--inpaint-audio", args.inpaint_audio),
+        *(("--lora-ckpt-path", p) for p in args.lora_ckpt_path),
+    ]:
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag}: no such file: {path}")
+    if args.lora_strength is not None and len(args.lora_strength) not in (1, len(args.lora_ckpt_path)):
+        raise UsageError(
+            f"--lora-strength has {len(args.lora_strength)} values for "
+            f"{len(args.lora_ckpt_path)} LoRA file(s)"
+        )
+    arguments: dict[str, Any] = {
+        "prompt": prompts[0] if len(prompts) == 1 else list(prompts),
+        "negative_prompt": _per_item("--negative-prompt", args.negative_prompt, batch),
+        "duration": _per_item("--duration", args.duration, batch),
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "apg_scale": args.apg_scale,
+        "sampler": args.sampler,
+        "duration_padding_sec": args.duration_padding,
+        "seed": args.seed,
+        "batch_size": batch,
+        "chunked_decode": args.chunked_decode,
+        "truncate_output_to_duration": False,  # every item is cut to its own duration when written
+    }
+    if args.init_audio:
+        arguments.update(
+            init_audio=str(Path(args.init_audio).resolve()), init_noise_level=args.init_noise_level
+        )
+    if args.inpaint_audio:
+        arguments.update(
+            inpaint_audio=str(Path(args.inpaint_audio).resolve()),
+            inpaint_mask_start_seconds=starts[0] if len(starts) == 1 else starts,
+            inpaint_mask_end_seconds=ends[0] if len(ends) == 1 else ends,
+        )
+    return batch, arguments
+
+
+def _load(args: argparse.Namespace, say) -> Any:
     from stable_audio_3 import StableAudioModel
 
-    try:
-        model = StableAudioModel.from_pretrained(
-            args.model, device=args.device, attention_padding=args.attention_padding, dtype=args.dtype
-        )
-        if args.cuda_graphs:
-            model.cuda_graphs = True
-        if args.cpu_int8:
-            model.enable_cpu_int8()
-        if args.compile:
-            model.compile()
-        duration = args.duration[0] if len(args.duration) == 1 else args.duration
-        negative = None
-        if args.negative_prompt is not None:
-            negative = args.negative_prompt[0] if len(args.negative_prompt) == 1 else args.negative_prompt
-        audio = model.generate(
-            prompt=args.prompt if len(args.prompt) > 1 else args.prompt[0],
-            negative_prompt=negative,
-            duration=duration,
-            steps=args.steps,
-            cfg_scale=args.cfg_scale,
-            seed=args.seed,
-        )
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"stable-audio-3: error: {err}", file=sys.stderr)
-        return 2
-    from stable_audio_3 import write_audio
-
-    out = Path(args.output)
-    if out.suffix == "":
-        out = out.with_suffix(".wav")
-    paths = (
-        [out]
-        if audio.shape[0] == 1
-        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(audio))]
+    say(f"loading {args.model}")
+    model = StableAudioModel.from_pretrained(
+        args.model,
+        device=args.device,
+        model_half=False if args.no_half else None,
+        attention_padding=args.attention_padding,
+        dtype=args.dtype,
     )
-    for path, item in zip(paths, audio, strict=True):
-        write_audio(path, item, model.sample_rate)
+    if args.lora_ckpt_path:
+        say(f"loading {len(args.lora_ckpt_path)} LoRA(s)")
+        model.load_lora(args.lora_ckpt_path)
+        for i, strength in enumerate(args.lora_strength or []):
+            model.set_lora_strength(strength, lora_index=None if len(args.lora_strength) == 1 else i)
+    if args.cuda_graphs:
+        model.cuda_graphs = True
+    if args.cpu_int8:
+        model.enable_cpu_int8()
+    if args.compile:
+        model.compile()
+    return model
+
+
+def _record(args: argparse.Namespace, model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from stable_audio_3 import __version__
+
+    rec = model.last_record.to_dict()
+    return {
+        "model": args.model if not Path(args.model).is_dir() else str(Path(args.model).resolve()),
+        "revision": None,
+        "arguments": {**arguments, "seed": rec["seed"]},
+        "loras": [
+            {"path": str(Path(p).resolve()), "strength": s}
+            for p, s in zip(args.lora_ckpt_path, model.lora_strengths(), strict=True)
+        ],
+        "options": {
+            "device": str(model.device),
+            "dtype": rec["dtype"],
+            "no_half": args.no_half,
+            "attention_padding": args.attention_padding,
+            "cpu_int8": args.cpu_int8,
+        },
+        "seed": rec["seed"],
+        "record": rec,
+        "versions": {"stable_audio_3": __version__, "torch": torch.__version__},
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stable_audio_3.apps.outputs import checkpoint_sample_rate, plan_outputs, write_outputs
+
+    batch, arguments = _check(args)
+    plan = plan_outputs(args.output, batch, args.format, checkpoint_sample_rate(args.model), args.overwrite)
+    tty = sys.stderr.isatty()
+
+    def say(line: str) -> None:
+        print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+    def step_line(info: Any) -> None:
+        say(f"step {info.step + 1}/{info.steps}" + ("; decoding" if info.step + 1 == info.steps else ""))
+
+    model = _load(args, say)
+    audio = model.generate(**arguments, progress=tty, callback=None if tty else step_line)
+    record = _record(args, model, arguments)
+    durations = (
+        arguments["duration"] if isinstance(arguments["duration"], list) else [arguments["duration"]] * batch
+    )
+    for path in write_outputs(plan, audio, model.sample_rate, durations, record, args.peak_ceiling_dbfs):
         print(path)
-    record = model.last_record
-    if record is not None:
-        print(f"seed {record.seed}, {record.timings.get('total', 0.0):.2f} s", file=sys.stderr)
+    say(f"seed {record['seed']}, {record['record']['timings'].get('total', 0.0):.2f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
