@@ -54,6 +54,8 @@ def _regenerated(sidecar: Path) -> torch.Tensor:
         model.load_lora([entry["path"] for entry in record["loras"]])
         for i, entry in enumerate(record["loras"]):
             model.set_lora_strength(entry["strength"], lora_index=i)
+            model.set_lora_interval(*entry["interval"], lora_index=i)
+            model.set_lora_layers(entry["include"], entry["exclude"], lora_index=i)
     try:
         audio = model.generate(**record["arguments"], progress=False)
     finally:
@@ -105,7 +107,9 @@ def test_batch_writes_one_file_per_item_cut_to_its_duration(tmp_path, capsys) ->
     assert json.loads(tags.comment)["seed"] == record["seed"]
 
 
-@pytest.mark.parametrize("mode", ["a2a", "inpaint_two_regions", "continuation", "lora"])
+@pytest.mark.parametrize(
+    "mode", ["a2a", "inpaint_two_regions", "continuation", "lora", "lora_interval_and_layers"]
+)
 def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> None:
     source = str(_source(tmp_path))
     extra = {
@@ -131,6 +135,21 @@ def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> No
             "2.5",
         ],
         "lora": ["--lora-ckpt-path", str(LORA), "--lora-strength", "0.7"],
+        "lora_interval_and_layers": [
+            "--lora-ckpt-path",
+            str(LORA),
+            str(LORA),
+            "--lora-strength",
+            "0.7",
+            "0.4",
+            "--lora-interval",
+            "0.3:1",
+            "0:1",
+            "--lora-include",
+            "transformer.layers.0",
+            "--lora-exclude",
+            "cross_attn",
+        ],
     }[mode]
     out = tmp_path / "o.flac"
     argv = ["--model", A, "-p", "lofi", "--steps", "3", "--seed", "5", "-o", str(out), *extra]
@@ -147,6 +166,11 @@ def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> No
     assert torch.equal(_file(again), audio)
     if mode == "lora":
         assert record["loras"][0]["strength"] == pytest.approx(0.7)
+    if mode == "lora_interval_and_layers":
+        first, second = record["loras"]
+        assert first["interval"] == [0.3, 1.0] and second["interval"] == [0.0, 1.0]
+        assert first["include"] == second["include"] == ["transformer.layers.0"]
+        assert first["exclude"] == ["cross_attn"] and second["strength"] == pytest.approx(0.4)
 
 
 def test_existing_files_are_kept_unless_overwrite(tmp_path, capsys) -> None:
@@ -178,6 +202,12 @@ BAD = {
     "missing lora": (["--lora-ckpt-path", "{tmp}/nope.safetensors"], "--lora-ckpt-path"),
     "strengths vs loras": (["--lora-ckpt-path", str(LORA), "--lora-strength", "1", "2"], "--lora-strength"),
     "missing model": (["--model", "{tmp}/no-model"], "no-model"),
+    "bad interval": (["--lora-ckpt-path", str(LORA), "--lora-interval", "0.8:0.2"], "--lora-interval"),
+    "interval not a range": (["--lora-ckpt-path", str(LORA), "--lora-interval", "half"], "--lora-interval"),
+    "intervals vs loras": (
+        ["--lora-ckpt-path", str(LORA), "--lora-interval", "0:1", "0:1"],
+        "--lora-interval",
+    ),
 }
 
 

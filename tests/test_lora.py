@@ -319,3 +319,72 @@ def test_save_then_load_round_trips(model, tmp_path) -> None:
         assert torch.equal(model.generate(**ARGS), live)
     finally:
         model.unload_lora()
+
+
+# ---------------------------------------------------------------- run-time interval and layer filter
+
+
+def test_default_interval_and_filter_are_an_exact_no_op(model, tmp_path) -> None:
+    model.load_lora(make_lora_file(model, tmp_path / "l.safetensors"))
+    try:
+        plain = model.generate(**ARGS)
+        model.set_lora_interval(0.0, 1.0)
+        model.set_lora_layers(None, None)
+        assert not model.lora.scheduled
+        assert torch.equal(model.generate(**ARGS), plain)
+    finally:
+        model.unload_lora()
+
+
+def test_an_interval_no_step_reaches_is_the_base_model(model, base_audio, tmp_path) -> None:
+    # DiT layers only: the interval gates the DiT's adapters (conditioners run once, before sampling).
+    model.load_lora(make_lora_file(model, tmp_path / "l.safetensors", include=["model."]))
+    try:
+        full = model.generate(**ARGS)
+        levels = [row[:-1] for row in model.last_record.sigmas][0]
+        model.set_lora_interval(0.0, min(levels) / 2)  # below every level the DiT is evaluated at
+        assert torch.equal(model.generate(**ARGS), base_audio)
+        model.set_lora_interval(min(levels), 1.0)  # every level: the LoRA throughout
+        assert torch.equal(model.generate(**ARGS), full)
+        middle = sorted(levels)[len(levels) // 2]
+        model.set_lora_interval(middle, 1.0)  # the noisy half only: neither of the two
+        part = model.generate(**ARGS)
+        assert not torch.equal(part, base_audio) and not torch.equal(part, full)
+        assert torch.equal(model.generate(**ARGS), part)  # and the same again (state is restored)
+    finally:
+        model.unload_lora()
+
+
+def test_a_runtime_layer_filter_equals_the_same_filter_in_the_file(model, base_audio, tmp_path) -> None:
+    pattern = "transformer.layers.0"
+    model.load_lora(make_lora_file(model, tmp_path / "all.safetensors"))
+    try:
+        model.set_lora_layers(include=pattern)
+        filtered = model.generate(**ARGS)
+        model.set_lora_layers(exclude="model,conditioner")  # every layer excluded
+        assert torch.equal(model.generate(**ARGS), base_audio)
+    finally:
+        model.unload_lora()
+    model.load_lora(make_lora_file(model, tmp_path / "some.safetensors", include=[pattern]))
+    try:
+        assert torch.equal(model.generate(**ARGS), filtered)
+        assert not torch.equal(filtered, base_audio)
+    finally:
+        model.unload_lora()
+
+
+def test_interval_and_filter_arguments_are_checked(model, tmp_path) -> None:
+    model.load_lora(make_lora_file(model, tmp_path / "l.safetensors"))
+    try:
+        for low, high in [(0.5, 0.2), (-0.1, 1.0), (0.0, 1.5), ("a", 1.0)]:
+            with pytest.raises(ValueError, match="interval"):
+                model.set_lora_interval(low, high)
+        with pytest.raises(ValueError, match="lora_index"):
+            model.set_lora_interval(0.0, 1.0, lora_index=3)
+        with pytest.raises(TypeError, match="include"):
+            model.set_lora_layers(include=[1, 2])
+        model.set_lora_interval(0.5, 1.0)
+        with pytest.raises(RuntimeError, match="interval"):
+            model.merge_lora()
+    finally:
+        model.unload_lora()

@@ -233,6 +233,23 @@ class StableAudioModel:
     def unmerge_lora(self) -> None:
         self.lora.unmerge()
 
+    def set_lora_interval(self, low: float, high: float, lora_index: int | None = None) -> None:
+        """Apply the LoRA(s) only at noise levels in [low, high] (1 = pure noise); (0, 1) = always."""
+        self.lora.set_interval(low, high, lora_index)
+
+    def set_lora_layers(
+        self,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
+        lora_index: int | None = None,
+    ) -> None:
+        """Restrict the LoRA(s) to layers matching the official include/exclude patterns."""
+        self.lora.set_layers(include, exclude, lora_index)
+
+    def _enter_level(self, level: float) -> None:
+        if self.lora.enter_level(level):
+            parametrize._cache.clear()  # cached weights were made for the previous set of adapters
+
     def _weights_changed(self) -> None:
         """Captured graphs read weights by address: drop them when weights may have moved."""
         if self._step_graphs is not None:
@@ -274,6 +291,7 @@ class StableAudioModel:
             self.device,
             self.dtype,
             graphs,
+            self._enter_level if self.lora.scheduled else None,
         )
 
     def generate(
@@ -338,5 +356,8 @@ class StableAudioModel:
         request = GenerationRequest.check_inputs(self.config, self.device, arguments)
         lora_call = self.lora.strength_for_call(lora_strength)
         with torch.inference_mode(), self._lock, lora_call, parametrize.cached():
-            output, self.last_record = run_generation(self._components(), request)
+            try:
+                output, self.last_record = run_generation(self._components(), request)
+            finally:
+                self.lora.reset_levels()
         return output

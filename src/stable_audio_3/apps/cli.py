@@ -86,6 +86,30 @@ def _lora_flags(lo: argparse._ArgumentGroup) -> None:
         help="LoRA files, stacked in order",
     )
     lo.add_argument(
+        "--lora-interval",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="LOW:HIGH",
+        help="noise levels at which a LoRA acts (one for all, or one per LoRA)",
+    )
+    lo.add_argument(
+        "--lora-include",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="PATTERNS",
+        help="comma-separated layer patterns a LoRA acts on (one for all, or one per LoRA)",
+    )
+    lo.add_argument(
+        "--lora-exclude",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="PATTERNS",
+        help="comma-separated layer patterns a LoRA skips (one for all, or one per LoRA)",
+    )
+    lo.add_argument(
         "--lora-strength",
         type=float,
         nargs="+",
@@ -131,6 +155,23 @@ def _per_item(flag: str, values: list | None, batch: int) -> Any:
     return values[0] if len(values) == 1 else list(values)
 
 
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--lora-interval takes LOW:HIGH noise levels, got {text!r}") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise UsageError(f"--lora-interval {text}: need 0 <= LOW <= HIGH <= 1")
+    return low, high
+
+
+def _each(values: list | None, count: int) -> list:
+    """One value per LoRA from one-for-all or one-each (None when the flag was not given)."""
+    if not values:
+        return [None] * count
+    return values * count if len(values) == 1 else list(values)
+
+
 def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """The batch size and the generate() arguments, or a UsageError naming the flag."""
     prompts = args.prompt
@@ -161,11 +202,13 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     ]:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag}: no such file: {path}")
-    if args.lora_strength is not None and len(args.lora_strength) not in (1, len(args.lora_ckpt_path)):
-        raise UsageError(
-            f"--lora-strength has {len(args.lora_strength)} values for "
-            f"{len(args.lora_ckpt_path)} LoRA file(s)"
-        )
+    for flag in ("strength", "interval", "include", "exclude"):
+        values = getattr(args, f"lora_{flag}")
+        if values is not None and len(values) not in (1, len(args.lora_ckpt_path)):
+            raise UsageError(
+                f"--lora-{flag} has {len(values)} values for {len(args.lora_ckpt_path)} LoRA file(s)"
+            )
+    args.lora_interval = [_interval(v) for v in args.lora_interval or []]
     arguments: dict[str, Any] = {
         "prompt": prompts[0] if len(prompts) == 1 else list(prompts),
         "negative_prompt": _per_item("--negative-prompt", args.negative_prompt, batch),
@@ -207,8 +250,21 @@ def _load(args: argparse.Namespace, say) -> Any:
     if args.lora_ckpt_path:
         say(f"loading {len(args.lora_ckpt_path)} LoRA(s)")
         model.load_lora(args.lora_ckpt_path)
-        for i, strength in enumerate(args.lora_strength or []):
-            model.set_lora_strength(strength, lora_index=None if len(args.lora_strength) == 1 else i)
+        count = len(args.lora_ckpt_path)
+        settings = zip(
+            _each(args.lora_strength, count),
+            _each(args.lora_interval, count),
+            _each(args.lora_include, count),
+            _each(args.lora_exclude, count),
+            strict=True,
+        )
+        for i, (strength, interval, include, exclude) in enumerate(settings):
+            if strength is not None:
+                model.set_lora_strength(strength, lora_index=i)
+            if interval is not None:
+                model.set_lora_interval(*interval, lora_index=i)
+            if include is not None or exclude is not None:
+                model.set_lora_layers(include, exclude, lora_index=i)
     if args.cuda_graphs:
         model.cuda_graphs = True
     if args.cpu_int8:
@@ -229,8 +285,14 @@ def _record(args: argparse.Namespace, model: Any, arguments: dict[str, Any]) -> 
         "revision": None,
         "arguments": {**arguments, "seed": rec["seed"]},
         "loras": [
-            {"path": str(Path(p).resolve()), "strength": s}
-            for p, s in zip(args.lora_ckpt_path, model.lora_strengths(), strict=True)
+            {
+                "path": str(Path(p).resolve()),
+                "strength": s,
+                "interval": list(st.interval),
+                "include": st.include,
+                "exclude": st.exclude,
+            }
+            for p, s, st in zip(args.lora_ckpt_path, model.lora_strengths(), model.lora.settings, strict=True)
         ],
         "options": {
             "device": str(model.device),

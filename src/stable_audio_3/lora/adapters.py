@@ -138,7 +138,8 @@ class Adapter(nn.Module):
         fan_in = weight[0].numel()
         kind = cfg.adapter_type
         self.kind, self.index, self.scale, self.rank = kind, index, cfg.scale, cfg.rank
-        self.enabled = True
+        self.enabled = True  # False while merged into the base weight
+        self.active = True  # False outside its LoRA's layer filter or noise-level interval
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
         self.register_buffer("strength", torch.tensor(1.0), persistent=False)
         w2 = weight.detach().reshape(fan_out, fan_in).float()
@@ -172,7 +173,7 @@ class Adapter(nn.Module):
         return self.lora_B.float() @ a.float()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if not self.enabled or float(self.strength) == 0.0:
+        if not (self.enabled and self.active) or float(self.strength) == 0.0:
             return weight  # the very same tensor: strength 0 is the base model bit for bit
         base = self.kind.removesuffix("-xs")
         if base == "lora":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,6 +28,30 @@ from stable_audio_3.lora.merging import Merger
 __all__ = ["LoRAStack"]
 
 
+@dataclass
+class RunSettings:
+    """Per-LoRA settings applied at generation time: the noise levels at which the LoRA is active
+    (`interval`, inclusive) and which layers it acts on (official include/exclude patterns)."""
+
+    interval: tuple[float, float] = (0.0, 1.0)
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+
+    @property
+    def default(self) -> bool:
+        return self.interval == (0.0, 1.0) and self.include is None and self.exclude is None
+
+
+def _patterns(name: str, value: Sequence[str] | str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(v, str) for v in items):
+        raise TypeError(f"{name} must be a string or a list of strings, got {value!r}")
+    items = [v.strip() for item in items for v in item.split(",") if v.strip()]
+    return items or None
+
+
 def _is_strength(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
 
@@ -41,6 +66,7 @@ class LoRAStack:
     def __init__(self, roots: dict[str, nn.Module], on_change=lambda: None) -> None:
         self.roots = roots
         self.names: list[str] = []
+        self.settings: list[RunSettings] = []
         self._merger = Merger()
         self._on_change = on_change
 
@@ -69,6 +95,7 @@ class LoRAStack:
             apply_lora_file(self.roots, f, len(self.names), bases)
             indices.append(len(self.names))
             self.names.append(f.name)
+            self.settings.append(RunSettings())
         self._on_change()
         return indices
 
@@ -80,6 +107,7 @@ class LoRAStack:
                 if layer_selected(f"{root_name}.{layer}", cfg.include, cfg.exclude):
                     attach(module, cfg, index=index)
         self.names.append(name)
+        self.settings.append(RunSettings())
         params = [p for *_, a in self._adapters() if a.index == index for p in a.parameters()]
         for p in params:
             p.requires_grad_(True)
@@ -109,15 +137,75 @@ class LoRAStack:
         for root in self.roots.values():
             detach_all(root)
         self.names.clear()
+        self.settings.clear()
         self._on_change()
 
     def merge(self) -> None:
+        if any(st.interval != (0.0, 1.0) for st in self.settings):
+            raise RuntimeError(
+                "merge_lora: a LoRA has a noise-level interval; merged weights cannot follow it"
+            )
         self._merger.merge(self.roots)
         self._on_change()
 
     def unmerge(self) -> None:
         self._merger.unmerge()
         self._on_change()
+
+    def _indices(self, index: int | None) -> list[int]:
+        if index is not None and not 0 <= index < len(self.names):
+            raise ValueError(f"lora_index {index} is out of range: {len(self.names)} LoRA(s) loaded")
+        return list(range(len(self.names))) if index is None else [index]
+
+    def set_interval(self, low: float, high: float, index: int | None = None) -> None:
+        """Noise levels (inclusive) at which the LoRA(s) act on the DiT; (0, 1) is always, the default.
+        Adapters on the conditioners, which run once before sampling, are not affected."""
+        if not (_is_strength(low) and _is_strength(high)) or not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"a LoRA interval must satisfy 0 <= low <= high <= 1, got ({low!r}, {high!r})")
+        self._require_unmerged("set_lora_interval")
+        for i in self._indices(index):
+            self.settings[i].interval = (float(low), float(high))
+
+    def set_layers(
+        self,
+        include: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None,
+        index: int | None = None,
+    ) -> None:
+        """Restrict the LoRA(s) to layers matching the official include/exclude patterns (comma
+        separated or a list; ranges like `layers.[0-5]` expand); None clears the filter."""
+        include, exclude = _patterns("include", include), _patterns("exclude", exclude)
+        self._require_unmerged("set_lora_layers")
+        for i in self._indices(index):
+            self.settings[i].include, self.settings[i].exclude = include, exclude
+        self.reset_levels()
+        self._on_change()
+
+    def reset_levels(self) -> None:
+        """Every adapter active exactly where its layer filter allows (the state between generations)."""
+        for root_name, root in self.roots.items():
+            for layer, _, _, adapter in iter_adapters(root):
+                st = self.settings[adapter.index]
+                adapter.active = layer_selected(f"{root_name}.{layer}", st.include, st.exclude)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether some LoRA switches on or off with the noise level during a generation."""
+        return any(st.interval != (0.0, 1.0) for st in self.settings)
+
+    def enter_level(self, level: float) -> bool:
+        """Switch each interval-limited LoRA on or off for a step at noise level `level` (its layer
+        filter still applies); True when some adapter changed, so cached weights are stale."""
+        changed = False
+        for root_name, root in self.roots.items():
+            for layer, _, _, adapter in iter_adapters(root):
+                st = self.settings[adapter.index]
+                lo, hi = st.interval
+                in_interval = lo <= level <= hi or root_name != "dit"  # conditioners run once, before
+                active = in_interval and layer_selected(f"{root_name}.{layer}", st.include, st.exclude)
+                changed |= adapter.active != active
+                adapter.active = active
+        return changed
 
     @contextlib.contextmanager
     def strength_for_call(self, strength: float | Sequence[float] | None) -> Iterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,9 @@ class Components:
     device: torch.device
     dtype: torch.dtype
     graphs: StepGraphs | None = None
+    # Called with each step's noise level (first item, host float) before the step is evaluated,
+    # e.g. to switch interval-limited LoRAs; None when nothing depends on the level.
+    level_hook: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -163,13 +167,22 @@ class _ScheduledVelocity:
     host before sampling (from the levels the sampler will pass, in the model dtype), so no step waits
     for the device to find out and each step can replay a CUDA graph; the step is its call count."""
 
-    def __init__(self, denoiser: Denoiser, schedule: torch.Tensor, graphs: StepGraphs | None) -> None:
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        schedule: torch.Tensor,
+        graphs: StepGraphs | None,
+        level_hook: Callable[[float], None] | None = None,
+    ) -> None:
         levels = schedule.cpu().to(denoiser.dit.dtype)
         self.guided = [denoiser.guidance.applies_at(levels[:, i]) for i in range(levels.shape[1] - 1)]
-        self.denoiser, self.graphs, self.calls = denoiser, graphs, 0
+        self.levels = [float(v) for v in levels[0].float()]
+        self.denoiser, self.graphs, self.level_hook, self.calls = denoiser, graphs, level_hook, 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         guided = self.guided[self.calls]
+        if self.level_hook is not None:
+            self.level_hook(self.levels[self.calls])
         self.calls += 1
         if self.graphs is not None:
             return self.graphs.step(self.denoiser, x, t, guided)
@@ -204,7 +217,7 @@ def sample(
         negative_cross_mask=cond.negative_cross_mask,
         guidance=request.guidance,
     )
-    velocity = _ScheduledVelocity(denoiser, schedule, c.graphs)
+    velocity = _ScheduledVelocity(denoiser, schedule, c.graphs, c.level_hook)
     bar = _progress_bar(request.steps, request.progress)
 
     def on_step(info: StepInfo) -> None:
