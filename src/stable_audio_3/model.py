@@ -14,7 +14,7 @@ from torch import nn
 from stable_audio_3.devices import resolve_device, resolve_dtype
 from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
-from stable_audio_3.models.conditioners import TextEncoder
+from stable_audio_3.models.conditioners import load_text_encoder
 from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.models.kernels import onednn_linear_available
 from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
@@ -68,6 +68,7 @@ class StableAudioModel:
         attention_padding: str = "exclude",
         text_encoder_dtype: torch.dtype | None = None,
         dtype: torch.dtype | str | None = None,
+        text_encoder_backend: str = "auto",
     ) -> StableAudioModel:
         """Load a registry name (`small-music`, `medium`, ...) or a local checkpoint directory.
 
@@ -77,6 +78,8 @@ class StableAudioModel:
         behaviour, for bit-level comparisons). text_encoder_dtype: None keeps the stored dtype.
         dtype: explicit compute dtype for the DiT, conditioners and autoencoder (e.g. "bfloat16" to
         halve memory on CPU); norms, RoPE, Fourier features and guidance stay in float32.
+        text_encoder_backend: "auto" (our T5Gemma port where it reproduces the folder's encoder,
+        which starts seconds faster; else `transformers`), "native" or "transformers".
         """
         if attention_padding not in PADDING_MODES:
             raise ValueError(f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}")
@@ -93,7 +96,10 @@ class StableAudioModel:
             files, cfg.prompt.repo_id, cfg.prompt.subfolder, cfg.prompt.model_path
         )
         prompt = networks.conditioners[cfg.prompt.id]
-        prompt.attach_encoder(TextEncoder(te_folder, dtype=text_encoder_dtype))
+        encoder = load_text_encoder(
+            te_folder, cfg.prompt.max_length, text_encoder_dtype, text_encoder_backend
+        )
+        prompt.attach_encoder(encoder)
         prompt.move_encoder(dev)
         return cls(cfg, networks, dev, dtype)
 

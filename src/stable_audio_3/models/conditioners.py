@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
+from stable_audio_3.models.t5gemma import NativeT5Gemma
 from stable_audio_3.official.conditioner_config import NumberConditionerConfig, PromptConditionerConfig
 
 __all__ = [
     "TextEncoder",
+    "load_text_encoder",
+    "TEXT_ENCODER_BACKENDS",
     "PromptConditioner",
     "NumberConditioner",
 ]
@@ -64,11 +67,36 @@ class TextEncoder:
         )
         return enc["input_ids"], enc["attention_mask"].bool()
 
+    def to(self, device: torch.device | str) -> TextEncoder:
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
         out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
         return out["last_hidden_state"]
+
+
+TEXT_ENCODER_BACKENDS = ("auto", "native", "transformers")
+
+
+def load_text_encoder(
+    folder: str | Path, max_length: int, dtype: torch.dtype | None = None, backend: str = "auto"
+) -> TextEncoder | NativeT5Gemma:
+    """The prompt encoder of a T5Gemma folder: our own port when it reproduces the folder's model
+    ("auto": checked from its configs; it starts seconds faster), else `transformers`."""
+    if backend not in TEXT_ENCODER_BACKENDS:
+        raise ValueError(f"text_encoder_backend must be one of {TEXT_ENCODER_BACKENDS}, got {backend!r}")
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
+    native = NativeT5Gemma.supports(folder, max_length)
+    if backend == "native" and not native:
+        raise ValueError(f"text_encoder_backend='native' does not support the encoder in {folder}")
+    if backend == "transformers" or not native:
+        return TextEncoder(folder, dtype=dtype)
+    return NativeT5Gemma(folder, dtype=dtype)
 
 
 class PromptConditioner(nn.Module):
@@ -91,7 +119,7 @@ class PromptConditioner(nn.Module):
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._cache_size = cache_size
 
-    def attach_encoder(self, encoder: TextEncoder) -> None:
+    def attach_encoder(self, encoder: TextEncoder | NativeT5Gemma) -> None:
         self._encoder = _Detached(encoder)  # type: ignore[arg-type]
         self._cache.clear()
 
@@ -102,7 +130,7 @@ class PromptConditioner(nn.Module):
         return self._encoder.module  # type: ignore[return-value]
 
     def move_encoder(self, device: torch.device | str) -> None:
-        self.encoder.model.to(device)
+        self.encoder.to(device)
         self._cache.clear()
 
     def _encode_unique(self, prompts: list[str]) -> None:
