@@ -18,7 +18,6 @@ import torch
 from conftest import FIXTURES, checkpoint_dir
 
 from stable_audio_3 import StableAudioModel
-from stable_audio_3.apps.cli import main
 
 A = str(checkpoint_dir("A"))
 SR = 6000
@@ -40,10 +39,10 @@ def _source(tmp: Path, seconds: float = 1.5) -> Path:
     return path
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+def _run(*argv: str) -> tuple[int, str, str]:
+    """The command in its own process, as a user runs it."""
+    done = subprocess.run([sys.executable, "-m", "stable_audio_3", *argv], capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
 
 
 def _regenerated(sidecar: Path) -> torch.Tensor:
@@ -71,10 +70,10 @@ def _file(path: Path) -> torch.Tensor:
     return torch.from_numpy(data.T.copy())
 
 
-def test_batch_writes_one_file_per_item_cut_to_its_duration(tmp_path, capsys) -> None:
+@pytest.mark.slow
+def test_batch_writes_one_file_per_item_cut_to_its_duration(tmp_path) -> None:
     out = tmp_path / "new" / "folder" / "beat.wav"
     code, stdout, _ = _run(
-        capsys,
         "--model",
         A,
         "-p",
@@ -110,7 +109,7 @@ def test_batch_writes_one_file_per_item_cut_to_its_duration(tmp_path, capsys) ->
 @pytest.mark.parametrize(
     "mode", ["a2a", "inpaint_two_regions", "continuation", "lora", "lora_interval_and_layers"]
 )
-def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> None:
+def test_every_mode_round_trips_through_its_record(mode, tmp_path) -> None:
     source = str(_source(tmp_path))
     extra = {
         "a2a": ["--init-audio", source, "--init-noise-level", "0.5"],
@@ -155,7 +154,7 @@ def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> No
     argv = ["--model", A, "-p", "lofi", "--steps", "3", "--seed", "5", "-o", str(out), *extra]
     if "--duration" not in extra:
         argv += ["--duration", "1.5"]
-    code, _, err = _run(capsys, *argv)
+    code, _, err = _run(*argv)
     assert code == 0, err
     record = json.loads(out.with_name("o.flac.json").read_text())
     audio = _file(out)
@@ -173,14 +172,15 @@ def test_every_mode_round_trips_through_its_record(mode, tmp_path, capsys) -> No
         assert first["exclude"] == ["cross_attn"] and second["strength"] == pytest.approx(0.4)
 
 
-def test_existing_files_are_kept_unless_overwrite(tmp_path, capsys) -> None:
+@pytest.mark.slow
+def test_existing_files_are_kept_unless_overwrite(tmp_path) -> None:
     out = tmp_path / "x.wav"
     argv = ["--model", A, "-p", "a", "--duration", "0.5", "--steps", "2", "-o", str(out)]
-    assert _run(capsys, *argv)[0] == 0
+    assert _run(*argv)[0] == 0
     before = out.read_bytes()
-    code, _, err = _run(capsys, *argv)
+    code, _, err = _run(*argv)
     assert code == 2 and "exists" in err and "--overwrite" in err and out.read_bytes() == before
-    assert _run(capsys, *argv, "--overwrite", "--seed", "9")[0] == 0
+    assert _run(*argv, "--overwrite", "--seed", "9")[0] == 0
     assert out.read_bytes() != before
 
 
@@ -212,14 +212,14 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_is_one_line_and_exit_2_before_loading(case, tmp_path, capsys) -> None:
+def test_bad_input_is_one_line_and_exit_2_before_loading(case, tmp_path) -> None:
     _source(tmp_path)
     flags, words = BAD[case]
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     argv = ["--model", A, "-p", "a", "--steps", "2"] + (
         ["-o", str(tmp_path / "out.wav")] if "-o" not in flags else []
     )
-    code, stdout, err = _run(capsys, *argv, *flags)
+    code, stdout, err = _run(*argv, *flags)
     assert code == 2 and stdout == ""
     lines = err.strip().splitlines()
     assert words in lines[-1] and lines[-1].startswith("stable-audio: error:")
@@ -227,8 +227,9 @@ def test_bad_input_is_one_line_and_exit_2_before_loading(case, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["source.wav"]
 
 
-def test_bad_values_found_by_the_model_are_one_line_too(tmp_path, capsys) -> None:
-    code, _, err = _run(capsys, "--model", A, "-p", "a", "--duration", "9999", "-o", str(tmp_path / "x.wav"))
+@pytest.mark.slow
+def test_bad_values_found_by_the_model_are_one_line_too(tmp_path) -> None:
+    code, _, err = _run("--model", A, "-p", "a", "--duration", "9999", "-o", str(tmp_path / "x.wav"))
     assert code == 2 and "duration" in err.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
 

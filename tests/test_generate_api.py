@@ -196,3 +196,18 @@ def test_cli_writes_audio_and_exits_2_on_bad_input(tmp_path: Path) -> None:
         assert refused.returncode == 2 and words in refused.stderr.strip().splitlines()[-1]
         assert "Traceback" not in refused.stderr
         assert not (tmp_path / "g.wav").exists()
+
+
+def test_sampling_shift_overrides_the_checkpoint_schedule(model) -> None:
+    args = {"prompt": "x", "duration": 1.0, "steps": 4, "seed": 1, "progress": False}
+    plain = model.generate(**args)
+    default = model.last_record.sigmas
+    same = {"type": "logsnr", "anchor_length": 2000, "anchor_logsnr": -6.2, "rate": 0.0, "logsnr_end": 2.0}
+    assert torch.equal(model.generate(**args, sampling_shift=same), plain)  # A's config default, spelled out
+    model.generate(**args, sampling_shift="none")
+    assert model.last_record.sigmas[0] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert model.last_record.sigmas != default
+    with pytest.raises(ValueError, match="sampling_shift"):
+        model.generate(**args, sampling_shift={"type": "zzz"})
+    with pytest.raises(TypeError, match="sampling_shift"):
+        model.generate(**args, sampling_shift=3)

@@ -76,6 +76,7 @@ def _generate(page, previous: str | None = None) -> dict:
     return json.loads(page.locator("#record textarea").input_value())
 
 
+
 def _open(page, title: str) -> None:
     page.get_by_text(title, exact=True).click()
 
@@ -153,3 +154,18 @@ def test_regions_are_parsed_with_clear_errors() -> None:
     for bad in ("", "2", "a-b", "1-2-3"):
         with pytest.raises(ValueError, match="inpaint regions"):
             parse_regions(bad)
+
+
+def test_per_lora_controls_reach_the_model() -> None:
+    from stable_audio_3.apps.ui import _Session
+
+    lora = str(ROOT / "tests" / "fixtures" / "golden" / "lora.safetensors")
+    model = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    session = _Session(model, "tiny-A")
+    session.apply_loras([lora, lora], "0.7, 0.4", "0.3:1, 0:1", "transformer.layers.0; transformer.layers.1")
+    assert model.lora_strengths() == [pytest.approx(0.7), pytest.approx(0.4)]
+    first, second = model.lora.settings
+    assert first.interval == (0.3, 1.0) and second.interval == (0.0, 1.0)
+    assert first.include == ["transformer.layers.0"] and second.include == ["transformer.layers.1"]
+    with pytest.raises(ValueError, match="strengths"):
+        session.apply_loras([lora, lora], "1, 2, 3", "", "")

@@ -318,6 +318,7 @@ class StableAudioModel:
         truncate_output_to_duration: bool = True,
         sampler: str | None = None,
         sigmas: torch.Tensor | Sequence[float] | Sequence[Sequence[float]] | None = None,
+        sampling_shift: dict[str, Any] | str | None = None,
         cfg_interval: tuple[float, float] = (0.0, 1.0),
         cfg_norm_threshold: float = 0.0,
         scale_phi: float = 0.0,
@@ -340,7 +341,9 @@ class StableAudioModel:
         draws a random seed; the one used is in `model.last_record.seed`. `callback(StepInfo)` runs
         after every sampler step; `cancel` (an Event or a callable) aborts with
         `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
-        row for all items or one per item).
+        row for all items or one per item). `sampling_shift` replaces the checkpoint's schedule shift
+        (official `sampling_distribution_shift_options`, e.g. `{"type": "logsnr", "rate": 0.0}`, or
+        "none").
 
         Editing: `init_audio` (+ `init_noise_level`, 1.0 = pure generation, 0.1 = close variation)
         starts from noised source latents with a schedule that begins exactly at that level;

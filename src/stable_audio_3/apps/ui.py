@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from stable_audio_3.apps.ui_controls import FIELDS, controls
+
 __all__ = ["build_app", "main", "parse_regions"]
 
 
@@ -56,6 +58,21 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"{what}: {text!r} is not a list of numbers") from None
 
 
+def _shift(text: str) -> dict[str, Any] | str | None:
+    import json
+
+    text = (text or "").strip()
+    if not text or text == "none":
+        return text or None
+    try:
+        options = json.loads(text)
+    except ValueError:
+        raise ValueError(f"schedule shift: {text!r} is not JSON (or empty, or none)") from None
+    if not isinstance(options, dict):
+        raise ValueError("schedule shift: give a JSON object of shift options")
+    return options
+
+
 class _Session:
     """The loaded model, the cancel signal and the folder results are written to."""
 
@@ -82,6 +99,7 @@ class _Session:
             "duration_padding_sec": float(v["duration_padding"]),
             "sampler": v["sampler"] or None,
             "truncate_output_to_duration": False,
+            "sampling_shift": _shift(v["schedule_shift"]),
         }
         if v["init_audio"]:
             args.update(init_audio=v["init_audio"], init_noise_level=float(v["init_noise_level"]))
@@ -94,21 +112,36 @@ class _Session:
             )
         return args
 
-    def apply_loras(self, files: list[str] | None, strengths: str, intervals: str, include: str) -> None:
+    def apply_loras(self, files: list[str] | None, strengths: str, intervals: str, layers: str) -> None:
+        """Load the form's LoRA files; strengths and intervals are comma separated, layer filters
+        separated by `;` (one value for all LoRAs, or one per LoRA)."""
         model = self.model
         model.unload_lora()
         if not files:
             return
         model.load_lora(list(files))
-        values = _floats(strengths, "LoRA strengths") if strengths.strip() else []
-        for i in range(len(files)):
-            if values:
-                model.set_lora_strength(values[i] if len(values) > 1 else values[0], lora_index=i)
-            if intervals.strip():
-                low, high = _floats(intervals.replace(":", " "), "LoRA interval")[:2]
+        count = len(files)
+        values = _per_lora(
+            _floats(strengths, "LoRA strengths") if strengths.strip() else [], count, "strengths"
+        )
+        spans = _per_lora([t for t in intervals.split(",") if t.strip()], count, "intervals")
+        filters = _per_lora([t for t in layers.split(";") if t.strip()], count, "layer filters")
+        for i in range(count):
+            if values[i] is not None:
+                model.set_lora_strength(values[i], lora_index=i)
+            if spans[i] is not None:
+                low, high = (_floats(spans[i].replace(":", " "), "LoRA interval") + [1.0, 1.0])[:2]
                 model.set_lora_interval(low, high, lora_index=i)
-            if include.strip():
-                model.set_lora_layers(include=include, lora_index=i)
+            if filters[i] is not None:
+                model.set_lora_layers(include=filters[i], lora_index=i)
+
+
+def _per_lora(values: list, count: int, what: str) -> list:
+    if not values:
+        return [None] * count
+    if len(values) not in (1, count):
+        raise ValueError(f"LoRA {what}: {len(values)} values for {count} LoRA file(s)")
+    return values * count if len(values) == 1 else values
 
 
 def _run(session: _Session, v: dict[str, Any], preview_every: int, progress: Any):
@@ -179,10 +212,17 @@ def _record(session: _Session, args: dict[str, Any], v: dict[str, Any]) -> dict[
 
     from stable_audio_3 import __version__
 
-    rec = session.model.last_record.to_dict()
+    model = session.model
+    rec = model.last_record.to_dict()
     loras = [
-        {"path": p, "strength": s}
-        for p, s in zip(v["lora_files"] or [], session.model.lora_strengths(), strict=False)
+        {
+            "path": p,
+            "strength": s,
+            "interval": list(st.interval),
+            "include": st.include,
+            "exclude": st.exclude,
+        }
+        for p, s, st in zip(v["lora_files"] or [], model.lora_strengths(), model.lora.settings, strict=False)
     ]
     return {
         "model": session.name,
@@ -195,87 +235,6 @@ def _record(session: _Session, args: dict[str, Any], v: dict[str, Any]) -> dict[
     }
 
 
-FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "duration",
-    "steps",
-    "cfg_scale",
-    "seed",
-    "batch_size",
-    "sampler",
-    "cfg_min",
-    "cfg_max",
-    "cfg_rescale",
-    "cfg_norm_threshold",
-    "apg_scale",
-    "duration_padding",
-    "lora_files",
-    "lora_strengths",
-    "lora_interval",
-    "lora_include",
-    "format",
-    "cut",
-    "init_audio",
-    "init_noise_level",
-    "inpaint_audio",
-    "inpaint_regions",
-)
-
-
-def _controls(gr: Any, model: Any) -> dict[str, Any]:
-    """The official interface's controls, grouped as it groups them."""
-    post_trained = model.config.diffusion.objective == "rf_denoiser"
-    note = " (post-trained checkpoints are distilled for CFG 1: no effect there)" if post_trained else ""
-    c: dict[str, Any] = {}
-    c["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")
-    c["negative_prompt"] = gr.Textbox(label="Negative prompt" + note, elem_id="negative_prompt")
-    with gr.Row():
-        c["duration"] = gr.Slider(
-            0.5,
-            model.max_duration,
-            value=min(10.0, model.max_duration),
-            step=0.5,
-            label="Duration (s)",
-            elem_id="duration",
-        )
-        c["steps"] = gr.Slider(1, 100, value=8, step=1, label="Steps", elem_id="steps")
-        c["cfg_scale"] = gr.Slider(0.0, 15.0, value=1.0, step=0.1, label="CFG scale" + note)
-        c["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
-        c["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-    with gr.Accordion("Sampler parameters", open=False):
-        c["sampler"] = gr.Dropdown(
-            ["", "pingpong", "euler", "dpmpp"], value="", label="Sampler (empty = the checkpoint's)"
-        )
-        with gr.Row():
-            c["cfg_min"] = gr.Number(value=0.0, label="CFG interval min")
-            c["cfg_max"] = gr.Number(value=1.0, label="CFG interval max")
-            c["cfg_rescale"] = gr.Slider(0.0, 1.0, value=0.0, label="CFG rescale")
-            c["cfg_norm_threshold"] = gr.Number(value=0.0, label="CFG norm threshold")
-            c["apg_scale"] = gr.Slider(0.0, 1.0, value=1.0, label="APG scale")
-            c["duration_padding"] = gr.Number(value=6.0, label="Duration padding (s)")
-    with gr.Accordion("LoRA", open=False):
-        c["lora_files"] = gr.File(file_count="multiple", type="filepath", label="LoRA files")
-        with gr.Row():
-            c["lora_strengths"] = gr.Textbox(label="Strengths (one, or one per LoRA)", value="1.0")
-            c["lora_interval"] = gr.Textbox(label="Noise-level interval LOW:HIGH", value="0:1")
-            c["lora_include"] = gr.Textbox(label="Layer filter (official include patterns)")
-    with gr.Accordion("Output parameters", open=False):
-        c["format"] = gr.Dropdown(["wav", "flac", "ogg"], value="wav", label="File format")
-        c["cut"] = gr.Checkbox(value=True, label="Cut to seconds total")
-    with gr.Accordion("Init audio (audio-to-audio)", open=False):
-        c["init_audio"] = gr.Audio(type="filepath", label="Init audio", elem_id="init_audio")
-        c["init_noise_level"] = gr.Slider(
-            0.01, 1.0, value=0.9, label="Init noise level", elem_id="init_noise"
-        )
-    with gr.Accordion("Inpainting and continuation", open=False):
-        c["inpaint_audio"] = gr.Audio(type="filepath", label="Inpaint audio", elem_id="inpaint_audio")
-        c["inpaint_regions"] = gr.Textbox(
-            label="Regions to regenerate (s), e.g. 2-6, 14-18", elem_id="inpaint_regions"
-        )
-    return c
-
-
 def build_app(model: Any, name: str, preview_every: int = 2) -> Any:
     """The Blocks app for one loaded model."""
     import gradio as gr
@@ -285,7 +244,7 @@ def build_app(model: Any, name: str, preview_every: int = 2) -> Any:
         gr.Markdown(f"## Stable Audio 3 — `{name}`")
         with gr.Row():
             with gr.Column(scale=3):
-                c = _controls(gr, model)
+                c = controls(gr, model)
             with gr.Column(scale=2):
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")

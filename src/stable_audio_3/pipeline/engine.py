@@ -156,7 +156,7 @@ def noise_schedule(c: Components, request: GenerationRequest) -> torch.Tensor:
     return build_schedule(
         request.steps,
         effective_lengths(request.durations, c.config.sample_rate, ratio),
-        shift_from_config(c.config.diffusion.sampling_shift),
+        request.shift or shift_from_config(c.config.diffusion.sampling_shift),
         start=request.edit.init_noise_level,
         device=c.device,
     )

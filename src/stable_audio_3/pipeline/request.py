@@ -19,6 +19,7 @@ from stable_audio_3.official.config import ModelConfig
 from stable_audio_3.pipeline.guidance import Guidance
 from stable_audio_3.pipeline.inpainting import regions_from_seconds
 from stable_audio_3.pipeline.samplers import SAMPLERS, StepInfo
+from stable_audio_3.pipeline.schedules import IdentityShift, Shift, shift_from_config
 
 __all__ = [
     "GenerationCancelled",
@@ -132,6 +133,21 @@ def _explicit_sigmas(sigmas: Any, steps: int, batch: int) -> torch.Tensor:
     return s
 
 
+def _shift(options: Any) -> Shift | None:
+    """`sampling_shift`: None keeps the checkpoint's; else options in the official
+    `sampling_distribution_shift_options` schema (`{"type": "logsnr", ...}`), or "none" for no shift."""
+    if options is None:
+        return None
+    if options == "none":
+        return IdentityShift()
+    if not isinstance(options, Mapping):
+        raise TypeError(f"sampling_shift must be None, 'none' or a mapping of shift options, got {options!r}")
+    try:
+        return shift_from_config(options)
+    except ValueError as err:
+        raise ValueError(f"sampling_shift: {err}") from None
+
+
 def _guidance(a: Mapping[str, Any]) -> Guidance:
     try:
         lo, hi = (float(v) for v in a["cfg_interval"])
@@ -234,6 +250,7 @@ class GenerationRequest:
     duration_padding_sec: float
     max_samples: int
     sigmas: torch.Tensor | None  # explicit (batch, steps + 1) schedule, CPU float32
+    shift: Shift | None  # the schedule shift, when the call overrides the checkpoint's
     chunked_decode: bool
     return_latents: bool
     truncate_output_to_duration: bool
@@ -298,6 +315,7 @@ class GenerationRequest:
             duration_padding_sec=padding,
             max_samples=max_samples,
             sigmas=None if a["sigmas"] is None else _explicit_sigmas(a["sigmas"], steps, batch),
+            shift=_shift(a["sampling_shift"]),
             chunked_decode=cfg.pretransform.chunked if chunked is None else bool(chunked),
             return_latents=bool(a["return_latents"]),
             truncate_output_to_duration=bool(a["truncate_output_to_duration"]),
