@@ -95,3 +95,22 @@ def assert_stage_close(ours: torch.Tensor, ref: torch.Tensor, what: str = "") ->
 @pytest.fixture(params=sorted(CONFIGS))
 def config_key(request) -> str:
     return request.param
+
+
+def full_t5gemma_folder(folder: Path) -> torch.nn.Module:
+    """A text-encoder folder as released (the whole T5Gemma encoder-decoder, saved by `transformers`)
+    with config A's tokenizer; returns the model, whose encoder is the expected output."""
+    import shutil
+
+    from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
+
+    src = checkpoint_dir("A") / "text_encoder"
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["is_encoder_decoder"] = True
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        full = T5GemmaForConditionalGeneration(T5GemmaConfig.from_dict(cfg)).eval()
+    full.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / name, folder / name)
+    return full

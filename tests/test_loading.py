@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import checkpoint_dir
+from conftest import checkpoint_dir, full_t5gemma_folder
 from safetensors.torch import load_file, save_file
 
 import stable_audio_3.official.hub as hub_module
@@ -207,19 +207,9 @@ def test_gated_repo_says_how_to_log_in(monkeypatch) -> None:
 
 def test_text_encoder_reads_a_full_encoder_decoder_file(tmp_path: Path) -> None:
     """The released text-encoder folder holds the whole T5Gemma encoder-decoder; only the encoder is used."""
-    from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
-
     from stable_audio_3.models.conditioners import TextEncoder
 
-    src = checkpoint_dir("A") / "text_encoder"
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["is_encoder_decoder"] = True
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        full = T5GemmaForConditionalGeneration(T5GemmaConfig.from_dict(cfg)).eval()
-    full.save_pretrained(tmp_path)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(src / name, tmp_path / name)
+    full = full_t5gemma_folder(tmp_path)
     encoder = TextEncoder(tmp_path)
     ids, mask = encoder.tokenize(["warm pads, slow tempo"], 24)
     with torch.no_grad():

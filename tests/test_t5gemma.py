@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import checkpoint_dir, entry, stage
+from conftest import checkpoint_dir, entry, full_t5gemma_folder, stage
 
 from stable_audio_3.models.conditioners import TextEncoder, load_text_encoder
 from stable_audio_3.models.t5gemma import NativeT5Gemma
@@ -46,17 +46,7 @@ def test_bfloat16_tracks_transformers() -> None:
 
 
 def test_native_encoder_reads_a_full_encoder_decoder_folder(tmp_path: Path) -> None:
-    from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
-
-    src = checkpoint_dir("A") / "text_encoder"
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["is_encoder_decoder"] = True
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        full = T5GemmaForConditionalGeneration(T5GemmaConfig.from_dict(cfg)).eval()
-    full.save_pretrained(tmp_path)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(src / name, tmp_path / name)
+    full = full_t5gemma_folder(tmp_path)
     encoder = load_text_encoder(tmp_path, 24)
     assert isinstance(encoder, NativeT5Gemma)
     ids, mask = encoder.tokenize(["warm pads, slow tempo"], 24)

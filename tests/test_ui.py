@@ -76,7 +76,6 @@ def _generate(page, previous: str | None = None) -> dict:
     return json.loads(page.locator("#record textarea").input_value())
 
 
-
 def _open(page, title: str) -> None:
     page.get_by_text(title, exact=True).click()
 
