@@ -12,9 +12,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stable_audio_3.audio import read_audio, write_audio
     from stable_audio_3.autoencoder import AutoencoderModel
+    from stable_audio_3.errors import (
+        ArgumentTypeError,
+        ArgumentValueError,
+        AudioInputError,
+        CheckpointError,
+        ConfigError,
+        LoRAFileError,
+        MissingFileError,
+        NonFiniteOutputError,
+        OutOfMemoryError,
+        StableAudioError,
+    )
     from stable_audio_3.model import StableAudioModel
-    from stable_audio_3.official.checkpoint import CheckpointError
-    from stable_audio_3.official.config import ConfigError, ModelConfig
+    from stable_audio_3.official.config import ModelConfig
     from stable_audio_3.pipeline.record import GenerationRecord
     from stable_audio_3.pipeline.request import GenerationCancelled
     from stable_audio_3.pipeline.samplers import StepInfo
@@ -23,8 +34,21 @@ _EXPORTS = {
     "StableAudioModel": "stable_audio_3.model",
     "AutoencoderModel": "stable_audio_3.autoencoder",
     "ModelConfig": "stable_audio_3.official.config",
-    "ConfigError": "stable_audio_3.official.config",
-    "CheckpointError": "stable_audio_3.official.checkpoint",
+    **{
+        name: "stable_audio_3.errors"
+        for name in (
+            "StableAudioError",
+            "ArgumentValueError",
+            "ArgumentTypeError",
+            "MissingFileError",
+            "AudioInputError",
+            "CheckpointError",
+            "ConfigError",
+            "LoRAFileError",
+            "NonFiniteOutputError",
+            "OutOfMemoryError",
+        )
+    },
     "GenerationRecord": "stable_audio_3.pipeline.record",
     "GenerationCancelled": "stable_audio_3.pipeline.request",
     "StepInfo": "stable_audio_3.pipeline.samplers",
@@ -35,8 +59,16 @@ __all__ = [
     "StableAudioModel",
     "AutoencoderModel",
     "ModelConfig",
-    "ConfigError",
+    "StableAudioError",
+    "ArgumentValueError",
+    "ArgumentTypeError",
+    "MissingFileError",
+    "AudioInputError",
     "CheckpointError",
+    "ConfigError",
+    "LoRAFileError",
+    "NonFiniteOutputError",
+    "OutOfMemoryError",
     "GenerationRecord",
     "GenerationCancelled",
     "StepInfo",

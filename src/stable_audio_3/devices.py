@@ -6,6 +6,8 @@ import warnings
 
 import torch
 
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
+
 __all__ = ["resolve_device", "resolve_dtype"]
 
 
@@ -17,14 +19,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+        raise ArgumentTypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+        raise ArgumentValueError(f"device {device!r} is not a valid torch device: {err}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise ArgumentValueError(f"device {device!r} requested but CUDA is not available")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} requested but MPS is not available")
+        raise ArgumentValueError(f"device {device!r} requested but MPS is not available")
     return dev
 
 
@@ -36,12 +40,14 @@ def resolve_dtype(
 ) -> torch.dtype:
     """float16 on CUDA unless `model_half=False`; float32 on CPU and MPS (as the reference).
     An explicit `dtype` (float32, float16 or bfloat16) overrides both."""
+    if model_half is not None and not isinstance(model_half, bool):
+        raise ArgumentTypeError(f"model_half must be True, False or None, got {model_half!r}")
     if dtype is not None:
         if model_half is not None:
-            raise ValueError("give either model_half or dtype, not both")
+            raise ArgumentValueError("give either model_half or dtype, not both")
         resolved = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if resolved not in _DTYPES.values():
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+            raise ArgumentValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         return resolved
     if model_half is None:
         return torch.float16 if device.type == "cuda" else torch.float32

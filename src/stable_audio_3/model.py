@@ -9,15 +9,20 @@ from typing import Any
 
 import torch
 import torch.nn.utils.parametrize as parametrize
-from torch import nn
 
 from stable_audio_3.devices import resolve_device, resolve_dtype
+from stable_audio_3.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    NonFiniteOutputError,
+    OutOfMemoryError,
+)
 from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
 from stable_audio_3.models.conditioners import load_text_encoder
 from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.models.kernels import onednn_linear_available
-from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
+from stable_audio_3.models.layers import ExpoFourierFeatures, Linear, quantize_linears_int8
 from stable_audio_3.models.networks import Networks
 from stable_audio_3.models.same import SAMEAutoencoder
 from stable_audio_3.notices import warn_caller
@@ -82,7 +87,13 @@ class StableAudioModel:
         which starts seconds faster; else `transformers`), "native" or "transformers".
         """
         if attention_padding not in PADDING_MODES:
-            raise ValueError(f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}")
+            raise ArgumentValueError(
+                f"attention_padding must be one of {PADDING_MODES}, got {attention_padding!r}"
+            )
+        if text_encoder_dtype is not None and not isinstance(text_encoder_dtype, torch.dtype):
+            raise ArgumentTypeError(
+                f"text_encoder_dtype must be a torch.dtype or None, got {text_encoder_dtype!r}"
+            )
         dev = resolve_device(device)
         dtype = resolve_dtype(dev, model_half, dtype)
         files = hub.resolve_model(name_or_path, revision=revision)
@@ -137,9 +148,9 @@ class StableAudioModel:
     @cpu_matmul.setter
     def cpu_matmul(self, backend: str) -> None:
         if backend not in ("onednn", "torch"):
-            raise ValueError(f"cpu_matmul must be 'onednn' or 'torch', got {backend!r}")
+            raise ArgumentValueError(f"cpu_matmul must be 'onednn' or 'torch', got {backend!r}")
         if backend == "onednn" and not onednn_linear_available():
-            raise ValueError("cpu_matmul='onednn' is not available in this PyTorch build")
+            raise ArgumentValueError("cpu_matmul='onednn' is not available in this PyTorch build")
         for m in self.networks.modules():
             if isinstance(m, Linear):
                 m.onednn = backend == "onednn"
@@ -166,9 +177,11 @@ class StableAudioModel:
     @cuda_graphs.setter
     def cuda_graphs(self, enabled: bool) -> None:
         if not isinstance(enabled, bool):
-            raise TypeError(f"cuda_graphs must be True or False, got {enabled!r}")
+            raise ArgumentTypeError(f"cuda_graphs must be True or False, got {enabled!r}")
         if enabled and self.device.type != "cuda":
-            raise ValueError(f"cuda_graphs needs a model on a CUDA device; this one is on {self.device}")
+            raise ArgumentValueError(
+                f"cuda_graphs needs a model on a CUDA device; this one is on {self.device}"
+            )
         if not enabled:
             self._step_graphs = None
         elif self._step_graphs is None:
@@ -179,28 +192,14 @@ class StableAudioModel:
         channel, activations quantised per call). Faster on CPUs with int8 dot products, at a small
         loss of accuracy (see benchmarks/README.md for the measured SNR). Not reversible; never the
         default; not combinable with LoRA."""
-        import warnings
-
         if self.device.type != "cpu":
-            raise ValueError("enable_cpu_int8 is a CPU mode; this model is on " + str(self.device))
+            raise ArgumentValueError("enable_cpu_int8 is a CPU mode; this model is on " + str(self.device))
         if self.dtype != torch.float32:
             dtype = str(self.dtype).removeprefix("torch.")
-            raise ValueError(f"enable_cpu_int8 needs a float32 model; this one runs in {dtype}")
+            raise ArgumentValueError(f"enable_cpu_int8 needs a float32 model; this one runs in {dtype}")
         if self.lora:
             raise RuntimeError("enable_cpu_int8 cannot be combined with loaded LoRAs")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-
-            dit = self.networks.dit
-            for parent in list(dit.modules()):
-                for name, child in list(parent.named_children()):
-                    if type(child) is Linear:  # quantize_dynamic only swaps exact nn.Linear
-                        bias = child.bias is not None
-                        plain = nn.Linear(child.in_features, child.out_features, bias, device="meta")
-                        plain.weight, plain.bias = child.weight, child.bias
-                        setattr(parent, name, plain)
-            quantize_dynamic(dit, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        quantize_linears_int8(self.networks.dit)
         self.int8 = True
         self._weights_changed()
 
@@ -366,7 +365,32 @@ class StableAudioModel:
         lora_call = self.lora.strength_for_call(lora_strength)
         with torch.inference_mode(), self._lock, lora_call, parametrize.cached():
             try:
-                output, self.last_record = run_generation(self._components(), request)
+                output, record = run_generation(self._components(), request)
+            except (RuntimeError, MemoryError) as err:
+                oom = _as_out_of_memory(err, request)
+                if oom is None:
+                    raise
+                raise oom from None
             finally:
                 self.lora.reset_levels()
+        if not torch.isfinite(output).all():
+            what = "latents" if request.return_latents else "audio"
+            raise NonFiniteOutputError(
+                f"the generated {what} contain NaN or infinite values: the checkpoint weights (or a LoRA) "
+                f"may be corrupt, or the computation overflowed in {str(self.dtype).removeprefix('torch.')} "
+                f"(try dtype='float32' or a lower cfg_scale, now {request.guidance.cfg_scale})"
+            )
+        self.last_record = record
         return output
+
+
+def _as_out_of_memory(err: BaseException, request: GenerationRequest) -> OutOfMemoryError | None:
+    """A device allocation failure as one error that says what asked for the memory."""
+    text = str(err)
+    markers = ("out of memory", "can't allocate memory", "DefaultCPUAllocator")
+    if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and not any(m in text for m in markers):
+        return None
+    return OutOfMemoryError(
+        f"out of memory generating {request.batch} item(s) of up to {max(request.durations):g} s: lower "
+        "batch_size or duration, use chunked_decode=True, or a smaller dtype"
+    )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
+from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.official.checkpoint import lora_filter_name
 
 __all__ = [
@@ -61,9 +62,11 @@ class LoRAConfig:
 
     def __post_init__(self) -> None:
         if self.adapter_type not in ADAPTER_TYPES:
-            raise ValueError(f"adapter_type must be one of {ADAPTER_TYPES}, got {self.adapter_type!r}")
+            raise ArgumentValueError(
+                f"adapter_type must be one of {ADAPTER_TYPES}, got {self.adapter_type!r}"
+            )
         if int(self.rank) < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+            raise ArgumentValueError(f"LoRA rank must be >= 1, got {self.rank}")
         self.rank = int(self.rank)
         self.alpha = float(self.rank if self.alpha is None else self.alpha)
 
@@ -146,7 +149,7 @@ class Adapter(nn.Module):
         if kind.endswith("-xs"):
             u, v = bases if bases is not None else svd_bases(weight, cfg.rank)
             if u.shape != (fan_out, cfg.rank) or v.shape != (fan_in, cfg.rank):
-                raise ValueError(
+                raise ArgumentValueError(
                     f"SVD bases of shape {tuple(u.shape)}/{tuple(v.shape)} "
                     f"do not fit a {fan_out}x{fan_in} weight"
                 )

@@ -11,6 +11,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
+from stable_audio_3.errors import LoRAFileError, MissingFileError, as_path, describe
 from stable_audio_3.lora.adapters import PARAM_NAMES, Adapter, LoRAConfig, iter_adapters, layer_selected
 from stable_audio_3.official.checkpoint import (
     lora_key_to_ours,
@@ -19,13 +20,19 @@ from stable_audio_3.official.checkpoint import (
     ours_to_official,
 )
 
-__all__ = ["LoRAFile", "read_lora_file", "apply_lora_file", "lora_state_dict", "save_lora_file"]
+__all__ = [
+    "LoRAFile",
+    "LoRAFileError",
+    "read_lora_file",
+    "read_svd_bases",
+    "stage_lora_file",
+    "attach_staged",
+    "apply_lora_file",
+    "lora_state_dict",
+    "save_lora_file",
+]
 
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<which>lora_[AB])(?:\.[^.]+)?\.weight$")
-
-
-class LoRAFileError(ValueError):
-    """A LoRA file does not fit the model or is malformed."""
 
 
 @dataclass
@@ -38,29 +45,68 @@ class LoRAFile:
     origin: dict[str, str]  # our module -> first official key naming it (for error messages)
 
 
-def _load_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+def _json_object(text: str | bytes, what: str, path: Path) -> dict:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LoRAFileError(f"{path}: {what} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise LoRAFileError(f"{path}: {what} must be a JSON object, not {type(value).__name__}")
+    return value
 
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        raw_cfg = meta.get("lora_config")
-        cfg = (
-            json.loads(raw_cfg)
-            if raw_cfg
-            else {k: _number(v) for k, v in meta.items() if k in ("r", "lora_alpha")}
-        )
-        return tensors, cfg
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own types for broken files
+        raise LoRAFileError(f"{path}: not a readable safetensors file ({describe(err)})") from None
+
+
+def _torch_load(path: Path, what: str) -> object:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle arbitrary code
+        return torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad or unsafe files
-        raise LoRAFileError(f"{path}: not a loadable LoRA checkpoint ({type(err).__name__}: {err})") from None
+        reason = (
+            "it holds objects other than tensors" if "Weights only load failed" in str(err) else describe(err)
+        )
+        raise LoRAFileError(f"{path}: not a loadable {what} ({reason}; only tensor files are read)") from None
+
+
+def _load_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    if path.suffix == ".safetensors":
+        tensors, meta = _read_safetensors(path)
+        raw_cfg = meta.get("lora_config")
+        if raw_cfg:
+            return tensors, _json_object(raw_cfg, "its lora_config metadata", path)
+        return tensors, {k: _number(v) for k, v in meta.items() if k in ("r", "lora_alpha")}
+    obj = _torch_load(path, "LoRA checkpoint")
     if not isinstance(obj, dict):
-        raise LoRAFileError(f"{path}: expected a dict of tensors")
+        raise LoRAFileError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     if "state_dict" in obj:
-        return dict(obj["state_dict"]), dict(obj.get("lora_config") or {})
+        state, cfg = obj["state_dict"], obj.get("lora_config") or {}
+        if not isinstance(state, dict) or not isinstance(cfg, dict):
+            raise LoRAFileError(f"{path}: state_dict and lora_config must be dicts")
+        return dict(state), dict(cfg)
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def read_svd_bases(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The SVD bases file of LoRA-XS adapters: {official weight key: {"U": ..., "V": ...}}."""
+    path = as_path("svd_bases_path", path)
+    if not path.is_file():
+        raise MissingFileError(f"svd_bases_path: file not found: {path}")
+    obj = _torch_load(path, "SVD bases file (svd_bases_path)")
+    ok = isinstance(obj, dict) and all(
+        isinstance(v, dict) and all(isinstance(v.get(k), torch.Tensor) for k in ("U", "V"))
+        for v in obj.values()
+    )
+    if not ok:
+        raise LoRAFileError(f"{path}: svd_bases_path must map weight names to {{'U': tensor, 'V': tensor}}")
+    return obj
 
 
 def _number(value: str) -> float | str:
@@ -90,12 +136,17 @@ def _peft_module(path: str) -> str:
 
 def read_lora_file(path: str | Path) -> LoRAFile:
     """Read a `.safetensors` / `.ckpt` LoRA in the official layout, or a PEFT-style file."""
-    path = Path(path)
+    path = as_path("paths", path)
     if not path.is_file():
-        raise FileNotFoundError(f"LoRA file not found: {path}")
+        raise MissingFileError(f"LoRA file not found: {path}")
     raw, cfg = _load_raw(path)
     if not raw:
         raise LoRAFileError(f"{path}: contains no tensors")
+    for key, value in raw.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise LoRAFileError(f"{path}: {key!r} is not a floating-point tensor")
+        if not torch.isfinite(value).all():
+            raise LoRAFileError(f"{path}: {key!r} contains NaN or infinite values")
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     origin: dict[str, str] = {}
     peft = any(_PEFT_KEY.match(k) for k in raw) and not any(".parametrizations." in k for k in raw)
@@ -119,7 +170,7 @@ def read_lora_file(path: str | Path) -> LoRAFile:
     if peft:
         side = path.with_name("adapter_config.json")
         if side.is_file():
-            extra = json.loads(side.read_text())
+            extra = _json_object(side.read_bytes(), "its adapter_config.json", side)
             cfg = {"rank": extra.get("r"), "alpha": extra.get("lora_alpha"), **cfg}
         cfg = {"rank": cfg.get("rank", cfg.get("r")), "alpha": cfg.get("alpha", cfg.get("lora_alpha"))}
         cfg["adapter_type"] = "lora"
@@ -162,16 +213,37 @@ def _config_from(cfg: dict, tensors: dict[str, dict[str, torch.Tensor]], path: P
         raise LoRAFileError(f"{path}: {err}") from None
 
 
+Staged = list[tuple[nn.Module, Adapter]]
+
+
 def apply_lora_file(
     roots: dict[str, nn.Module],
     lora: LoRAFile,
     index: int,
     bases: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> int:
-    """Attach one adapter per layer named in the file and load its tensors; returns the layer count.
+    """Attach one adapter per layer named in the file and load its tensors; returns the layer count."""
+    staged = stage_lora_file(roots, lora, index, bases)
+    attach_staged(staged)
+    return len(staged)
+
+
+def attach_staged(staged: Staged) -> None:
+    """Register staged adapters as weight parametrizations (cannot fail on checked input)."""
+    for module, adapter in staged:
+        parametrize.register_parametrization(module, "weight", adapter, unsafe=True)
+
+
+def stage_lora_file(
+    roots: dict[str, nn.Module],
+    lora: LoRAFile,
+    index: int,
+    bases: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Staged:
+    """Build (without attaching) one adapter per layer named in the file, loaded with its tensors.
 
     `roots` maps our top-level names (`dit`, `conditioners`) to modules. Everything is checked
-    before anything is attached, so a bad file leaves the model untouched.
+    here, so attaching the result cannot fail and a bad file leaves the model untouched.
     """
     modules: dict[str, nn.Module] = {}
     for name in lora.tensors:
@@ -213,9 +285,7 @@ def apply_lora_file(
                 )
             own[param].data.copy_(value.float())
         staged.append((module, adapter.to(weight.device)))
-    for module, adapter in staged:
-        parametrize.register_parametrization(module, "weight", adapter, unsafe=True)
-    return len(staged)
+    return staged
 
 
 def lora_state_dict(roots: dict[str, nn.Module], index: int = 0) -> dict[str, torch.Tensor]:

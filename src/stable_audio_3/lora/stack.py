@@ -11,9 +11,10 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError, as_path
 from stable_audio_3.lora.adapters import (
     LoRAConfig,
     adapter_targets,
@@ -22,7 +23,7 @@ from stable_audio_3.lora.adapters import (
     iter_adapters,
     layer_selected,
 )
-from stable_audio_3.lora.files import apply_lora_file, read_lora_file
+from stable_audio_3.lora.files import attach_staged, read_lora_file, read_svd_bases, stage_lora_file
 from stable_audio_3.lora.merging import Merger
 
 __all__ = ["LoRAStack"]
@@ -45,15 +46,11 @@ class RunSettings:
 def _patterns(name: str, value: Sequence[str] | str | None) -> list[str] | None:
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)
-    if not all(isinstance(v, str) for v in items):
-        raise TypeError(f"{name} must be a string or a list of strings, got {value!r}")
+    items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if items is None or not all(isinstance(v, str) for v in items):
+        raise ArgumentTypeError(f"{name} must be a string or a list of strings, got {value!r}")
     items = [v.strip() for item in items for v in item.split(",") if v.strip()]
     return items or None
-
-
-def _is_strength(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
 
 
 class LoRAStack:
@@ -82,22 +79,26 @@ class LoRAStack:
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         svd_bases_path: str | os.PathLike[str] | None = None,
     ) -> list[int]:
-        """Read every file first (a bad one attaches nothing), then stack them; returns their indices."""
+        """Read and check every file against the model first, then stack them all; returns their
+        indices. A failure anywhere attaches nothing: the model is left exactly as it was."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        if not isinstance(paths, (list, tuple)) or not paths:
+            raise ArgumentTypeError(f"paths must be a path or a non-empty list of paths, got {paths!r}")
+        paths = [as_path("paths", p) for p in paths]
         self._require_unmerged("load_lora")
         files = [read_lora_file(p) for p in paths]
         bases = None
         if svd_bases_path is not None and any(f.config.adapter_type.endswith("-xs") for f in files):
-            bases = torch.load(str(svd_bases_path), map_location="cpu", weights_only=True)
-        indices = []
-        for f in files:
-            apply_lora_file(self.roots, f, len(self.names), bases)
-            indices.append(len(self.names))
+            bases = read_svd_bases(svd_bases_path)
+        first = len(self.names)
+        staged = [stage_lora_file(self.roots, f, first + i, bases) for i, f in enumerate(files)]
+        for f, adapters in zip(files, staged, strict=True):
+            attach_staged(adapters)
             self.names.append(f.name)
             self.settings.append(RunSettings())
         self._on_change()
-        return indices
+        return list(range(first, first + len(files)))
 
     def attach_trainable(self, cfg: LoRAConfig, name: str = "training") -> list[nn.Parameter]:
         """Fresh adapters on every layer the config's filters select; returns their parameters."""
@@ -118,15 +119,13 @@ class LoRAStack:
         for root in self.roots.values():
             yield from iter_adapters(root)
 
-    def set_strength(self, strength: float, index: int | None = None) -> None:
-        if not _is_strength(strength):
-            raise TypeError(f"strength must be a number, got {strength!r}")
-        if index is not None and not 0 <= index < len(self.names):
-            raise ValueError(f"lora_index {index} is out of range: {len(self.names)} LoRA(s) loaded")
+    def set_strength(self, strength: float, index: int | None = None, name: str = "strength") -> None:
+        value = check_number(name, strength)
+        indices = self._indices(index)
         self._require_unmerged("set_lora_strength")
         for *_, adapter in self._adapters():
-            if index is None or adapter.index == index:
-                adapter.strength.fill_(float(strength))
+            if adapter.index in indices:
+                adapter.strength.fill_(value)
 
     def strengths(self) -> list[float]:
         found = {a.index: float(a.strength) for *_, a in self._adapters()}
@@ -153,15 +152,24 @@ class LoRAStack:
         self._on_change()
 
     def _indices(self, index: int | None) -> list[int]:
-        if index is not None and not 0 <= index < len(self.names):
-            raise ValueError(f"lora_index {index} is out of range: {len(self.names)} LoRA(s) loaded")
-        return list(range(len(self.names))) if index is None else [index]
+        """The LoRAs a call addresses: all (None) or one; an error when none is loaded."""
+        if not self.names:
+            raise ArgumentValueError("no LoRA is loaded (use load_lora first)")
+        if index is None:
+            return list(range(len(self.names)))
+        i = check_int("lora_index", index)
+        if not 0 <= i < len(self.names):
+            raise ArgumentValueError(f"lora_index {i} is out of range: {len(self.names)} LoRA(s) loaded")
+        return [i]
 
     def set_interval(self, low: float, high: float, index: int | None = None) -> None:
         """Noise levels (inclusive) at which the LoRA(s) act on the DiT; (0, 1) is always, the default.
         Adapters on the conditioners, which run once before sampling, are not affected."""
-        if not (_is_strength(low) and _is_strength(high)) or not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"a LoRA interval must satisfy 0 <= low <= high <= 1, got ({low!r}, {high!r})")
+        low, high = check_number("interval low", low), check_number("interval high", high)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ArgumentValueError(
+                f"a LoRA interval must satisfy 0 <= low <= high <= 1, got ({low!r}, {high!r})"
+            )
         self._require_unmerged("set_lora_interval")
         for i in self._indices(index):
             self.settings[i].interval = (float(low), float(high))
@@ -214,12 +222,13 @@ class LoRAStack:
             yield
             return
         if not self.names:
-            raise ValueError("lora_strength was given but no LoRA is loaded (use load_lora first)")
+            raise ArgumentValueError("lora_strength was given but no LoRA is loaded (use load_lora first)")
         values = list(strength) if isinstance(strength, (list, tuple)) else [strength] * len(self.names)
         if len(values) != len(self.names):
-            raise ValueError(
+            raise ArgumentValueError(
                 f"lora_strength has {len(values)} values but {len(self.names)} LoRA(s) are loaded"
             )
+        values = [check_number("lora_strength", v) for v in values]
         saved = self.strengths()
         try:
             for i, v in enumerate(values):

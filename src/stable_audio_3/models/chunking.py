@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import torch
 
+from stable_audio_3.errors import ArgumentValueError
+
 __all__ = ["STREAM_SPAN", "encode_chunked", "decode_chunked", "decode_into"]
 
 
@@ -38,9 +40,9 @@ STREAM_SPAN = 256
 
 def check_chunking(chunk_size: int, overlap: int) -> None:
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise ArgumentValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not 0 <= overlap < chunk_size:
-        raise ValueError(f"overlap must be in [0, chunk_size), got {overlap}")
+        raise ArgumentValueError(f"overlap must be in [0, chunk_size), got {overlap}")
 
 
 def chunk_starts(frames: int, chunk: int, hop: int) -> list[int]:
@@ -113,15 +115,21 @@ def decode_into(
     """Fill `out` (B, channels, T) with the first T samples of `decode(latents)`; returns `out`."""
     dec = ae.config.decoder
     if dec.sliding_window is not None:
-        raise ValueError("decode_into needs a window-local decoder (SAME-S); use decode_chunked for SAME-L")
+        raise ArgumentValueError(
+            "decode_into needs a window-local decoder (SAME-S); use decode_chunked for SAME-L"
+        )
     if isinstance(span, bool) or not isinstance(span, int) or span < 1:
-        raise ValueError(f"span must be a positive int, got {span!r}")
+        raise ArgumentValueError(f"span must be a positive int, got {span!r}")
     ratio = ae.config.downsampling_ratio
     batch, _, frames = latents.shape
     if out.dim() != 3 or out.shape[0] != batch or out.shape[1] != ae.config.io_channels:
-        raise ValueError(f"out must have shape ({batch}, {ae.config.io_channels}, T), got {tuple(out.shape)}")
+        raise ArgumentValueError(
+            f"out must have shape ({batch}, {ae.config.io_channels}, T), got {tuple(out.shape)}"
+        )
     if out.shape[-1] > frames * ratio:
-        raise ValueError(f"out holds {out.shape[-1]} samples but {frames} latents decode to {frames * ratio}")
+        raise ArgumentValueError(
+            f"out holds {out.shape[-1]} samples but {frames} latents decode to {frames * ratio}"
+        )
     window = dec.window_chunk // dec.stride  # latents per attention window
     span = math.ceil(span / window) * window
     margin = 2 * window

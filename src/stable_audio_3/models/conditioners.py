@@ -11,6 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stable_audio_3.errors import (
+    ArgumentValueError,
+    CheckpointError,
+    MissingFileError,
+    StableAudioError,
+    describe,
+)
 from stable_audio_3.models.layers import ExpoFourierFeatures, Linear
 from stable_audio_3.models.t5gemma import NativeT5Gemma
 from stable_audio_3.official.conditioner_config import NumberConditionerConfig, PromptConditionerConfig
@@ -87,16 +94,25 @@ def load_text_encoder(
     """The prompt encoder of a T5Gemma folder: our own port when it reproduces the folder's model
     ("auto": checked from its configs; it starts seconds faster), else `transformers`."""
     if backend not in TEXT_ENCODER_BACKENDS:
-        raise ValueError(f"text_encoder_backend must be one of {TEXT_ENCODER_BACKENDS}, got {backend!r}")
+        raise ArgumentValueError(
+            f"text_encoder_backend must be one of {TEXT_ENCODER_BACKENDS}, got {backend!r}"
+        )
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
-    native = NativeT5Gemma.supports(folder, max_length)
-    if backend == "native" and not native:
-        raise ValueError(f"text_encoder_backend='native' does not support the encoder in {folder}")
-    if backend == "transformers" or not native:
-        return TextEncoder(folder, dtype=dtype)
-    return NativeT5Gemma(folder, dtype=dtype)
+        raise MissingFileError(f"text encoder folder {folder} has no config.json")
+    try:
+        native = NativeT5Gemma.supports(folder, max_length)
+        if backend == "native" and not native:
+            raise ArgumentValueError(
+                f"text_encoder_backend='native' does not support the encoder in {folder}"
+            )
+        if backend == "transformers" or not native:
+            return TextEncoder(folder, dtype=dtype)
+        return NativeT5Gemma(folder, dtype=dtype)
+    except (StableAudioError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - json, tokenizers, safetensors and transformers each raise their own
+        raise CheckpointError(f"text encoder folder {folder} cannot be loaded ({describe(err)})") from None
 
 
 class PromptConditioner(nn.Module):

@@ -293,3 +293,21 @@ class Attention(nn.Module):
             out = out - attend(qs[1], ks[1], v, **keys)
         b, h, n, d = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
+
+
+def quantize_linears_int8(root: nn.Module) -> None:
+    """Swap every `Linear` under `root` for PyTorch's dynamic int8 linear, in place (CPU only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its deprecation
+        from torch.ao.quantization import quantize_dynamic
+
+        for parent in list(root.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is Linear:  # quantize_dynamic only swaps exact nn.Linear
+                    bias = child.bias is not None
+                    plain = nn.Linear(child.in_features, child.out_features, bias, device="meta")
+                    plain.weight, plain.bias = child.weight, child.bias
+                    setattr(parent, name, plain)
+        quantize_dynamic(root, {nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stable_audio_3.errors import CheckpointError, MissingFileError, describe
+
 __all__ = [
     "CheckpointError",
     "official_to_ours",
@@ -27,10 +29,6 @@ __all__ = [
     "ours_to_lora_key",
     "lora_filter_name",
 ]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model built from its config."""
 
 
 # Official top-level prefixes of a full model file -> our component names.
@@ -145,8 +143,13 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    return load_file(str(path), device=str(device))
+        raise MissingFileError(f"checkpoint file not found: {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for broken files
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({describe(err)}); it may be truncated or corrupt"
+        ) from None
 
 
 def _listing(keys: list[str], limit: int = 8) -> str:
@@ -207,6 +210,14 @@ def load_official_state_dict(
         problems.append(f"unexpected {len(unexpected)} tensor(s): {_listing(unexpected)}")
     if wrong:
         problems.append(f"wrong shape for {len(wrong)} tensor(s): {_listing(wrong)}")
+    kinds = [
+        f"{origin[k]} ({str(t.dtype).removeprefix('torch.')}, model "
+        f"{str(expected[k].dtype).removeprefix('torch.')})"
+        for k, t in ours.items()
+        if k in expected and t.is_floating_point() != expected[k].is_floating_point()
+    ]
+    if kinds:
+        problems.append(f"wrong dtype for {len(kinds)} tensor(s): {_listing(kinds)}")
     if problems:
         raise CheckpointError("checkpoint does not match the model config: " + "; ".join(problems))
     target_dtypes = {k: v.dtype for k, v in expected.items()}

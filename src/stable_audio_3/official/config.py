@@ -12,19 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stable_audio_3.errors import ConfigError, MissingFileError, describe
 from stable_audio_3.official.conditioner_config import NumberConditionerConfig, PromptConditionerConfig
 from stable_audio_3.official.dit_config import DiTConfig
 from stable_audio_3.official.same_config import SAMEConfig
 
-__all__ = ["ConfigError", "ModelConfig", "DiffusionConfig", "PretransformConfig", "load_model_config"]
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "DiffusionConfig",
+    "PretransformConfig",
+    "load_model_config",
+    "read_config_json",
+]
 
 OBJECTIVES = ("rf_denoiser", "rectified_flow")
 # The reference's hard cap when a config has no `sample_size` (1292 latents, about 120 s).
 DEFAULT_SAMPLE_SIZE = 5_292_032
-
-
-class ConfigError(ValueError):
-    """A model config is malformed or uses a feature this package does not implement."""
 
 
 def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -224,13 +228,28 @@ def _parse_diffusion(section: Mapping[str, Any]) -> DiffusionConfig:
     )
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """Read and parse a `model_config.json`."""
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """A config file's JSON object, or an error naming the file."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise FileNotFoundError(f"no model_config.json at {path}") from None
-    except json.JSONDecodeError as err:
+        raise MissingFileError(f"no model_config.json at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON: {err}") from None
-    return ModelConfig.from_dict(raw)
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read: {describe(err)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object, not a {type(raw).__name__}")
+    return raw
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Read and parse a `model_config.json`; every problem is a `ConfigError` naming the file."""
+    raw = read_config_json(path)
+    try:
+        return ModelConfig.from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ConfigError(f"{path}: malformed config ({describe(err)})") from None

@@ -6,6 +6,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from stable_audio_3.errors import (
+    ArgumentValueError,
+    CheckpointError,
+    GatedRepoError,
+    HubError,
+    MissingFileError,
+    NotCachedError,
+    as_path,
+)
+
 __all__ = ["MODEL_REPOS", "AUTOENCODER_REPOS", "ResolvedCheckpoint", "resolve_model", "resolve_autoencoder"]
 
 CONFIG_FILE = "model_config.json"
@@ -42,7 +52,7 @@ def _local_dir(path: Path) -> ResolvedCheckpoint:
     config, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     missing = [p.name for p in (config, weights) if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoint directory {path} lacks {', '.join(missing)}")
+        raise MissingFileError(f"checkpoint directory {path} lacks {', '.join(missing)}")
     return ResolvedCheckpoint(config, weights)
 
 
@@ -50,19 +60,19 @@ def _looks_like_path(name: str) -> bool:
     return os.sep in name or name.startswith((".", "~")) or Path(name).exists()
 
 
-def _hub_error(repo_id: str, err: Exception) -> Exception:
+def _hub_error(repo_id: str, err: Exception, wanted: str = "") -> Exception:
     """Turn hub failures into one readable error that says what to do."""
     name = type(err).__name__
     if "GatedRepo" in name or "401" in str(err) or "403" in str(err):
-        return PermissionError(
+        return GatedRepoError(
             f"{repo_id} is gated: accept its license on Hugging Face and log in (`hf auth login` or HF_TOKEN)"
         )
     if "LocalEntryNotFound" in name or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return FileNotFoundError(
-            f"{repo_id} is not in the Hugging Face cache and downloads are disabled (HF_HUB_OFFLINE) or the "
-            "network is unreachable; download it once online, or pass a local checkpoint directory"
+        return NotCachedError(
+            f"{wanted}{repo_id} is not in the Hugging Face cache and downloads are disabled (HF_HUB_OFFLINE) "
+            "or the network is unreachable; download it once online, or pass a local checkpoint directory"
         )
-    return RuntimeError(f"could not fetch {repo_id} from Hugging Face: {err}")
+    return HubError(f"{wanted}could not fetch {repo_id} from Hugging Face: {err}")
 
 
 def _download(repo_id: str, revision: str | None) -> ResolvedCheckpoint:
@@ -78,26 +88,28 @@ def _download(repo_id: str, revision: str | None) -> ResolvedCheckpoint:
 
 def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = None) -> ResolvedCheckpoint:
     """A registry name (downloaded through the Hugging Face cache) or a local checkpoint directory."""
-    name = os.fspath(name_or_path)
+    name = str(as_path("name_or_path", name_or_path))
     if name in MODEL_REPOS:
         return _download(MODEL_REPOS[name], revision)
     if name in AUTOENCODER_REPOS:
-        raise ValueError(
+        raise ArgumentValueError(
             f"{name!r} is an autoencoder checkpoint: load it with AutoencoderModel.from_pretrained"
         )
     path = Path(name).expanduser()
     if path.is_dir():
         return _local_dir(path)
     if _looks_like_path(name):
-        raise FileNotFoundError(f"no checkpoint directory at {path}")
-    raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODEL_REPOS)} or a local directory")
+        raise MissingFileError(f"name_or_path: no checkpoint directory at {path}")
+    raise ArgumentValueError(
+        f"unknown model {name!r}: expected one of {sorted(MODEL_REPOS)} or a local directory"
+    )
 
 
 def resolve_autoencoder(
     name_or_path: str | os.PathLike[str], revision: str | None = None
 ) -> ResolvedCheckpoint:
     """`same-s` / `same-l` (reusing a cached full checkpoint that contains it) or a local directory."""
-    name = os.fspath(name_or_path)
+    name = str(as_path("name_or_path", name_or_path))
     if name in AUTOENCODER_REPOS:
         from huggingface_hub import try_to_load_from_cache
 
@@ -113,8 +125,8 @@ def resolve_autoencoder(
     if path.is_dir():
         return _local_dir(path)
     if _looks_like_path(name):
-        raise FileNotFoundError(f"no checkpoint directory at {path}")
-    raise ValueError(
+        raise MissingFileError(f"name_or_path: no checkpoint directory at {path}")
+    raise ArgumentValueError(
         f"unknown autoencoder {name!r}: expected one of {sorted(AUTOENCODER_REPOS)}, "
         "a model name or a local directory"
     )
@@ -136,10 +148,10 @@ def resolve_text_encoder(
         if (folder / "config.json").is_file():
             return folder
     repo = checkpoint.repo_id or repo_id
+    looked = " or ".join(str(f / "config.json") for f in candidates)
     if repo is None:
-        raise FileNotFoundError(
-            f"text encoder not found: expected {candidates[-1]}/config.json "
-            f"(the config's subfolder {subfolder!r})"
+        raise CheckpointError(
+            f"text encoder not found: expected {looked} (the config's subfolder {subfolder!r})"
         )
     from huggingface_hub import snapshot_download
 
@@ -147,8 +159,8 @@ def resolve_text_encoder(
     try:
         root = Path(snapshot_download(repo, revision=checkpoint.revision, allow_patterns=[pattern]))
     except (OSError, ValueError) as err:
-        raise _hub_error(repo, err) from err
+        raise _hub_error(repo, err, f"text encoder not found at {looked}, and the config's repo ") from err
     folder = root / (subfolder or "")
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"repo {repo} has no text encoder in {subfolder!r}")
+        raise MissingFileError(f"repo {repo} has no text encoder in {subfolder!r}")
     return folder

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
+
 __all__ = ["regions_from_seconds", "mask_from_regions", "limit_mask", "mask_to_latents"]
 
 
@@ -26,32 +28,34 @@ def regions_from_seconds(start: Any, end: Any, duration: float) -> list[tuple[fl
     0 <= start < end, and start before the generated `duration`; an end past it is clamped.
     """
     if isinstance(start, (list, tuple)) != isinstance(end, (list, tuple)):
-        raise TypeError(
+        raise ArgumentTypeError(
             "inpaint_mask_start_seconds and inpaint_mask_end_seconds must both be numbers or both be lists"
         )
     starts = list(start) if isinstance(start, (list, tuple)) else [start]
     ends = list(end) if isinstance(end, (list, tuple)) else [end]
     if len(starts) != len(ends):
-        raise ValueError(
+        raise ArgumentValueError(
             f"inpaint_mask_start_seconds has {len(starts)} values but "
             f"inpaint_mask_end_seconds has {len(ends)}"
         )
     if not starts:
-        raise ValueError("inpaint_mask_start_seconds is empty: give at least one region")
+        raise ArgumentValueError("inpaint_mask_start_seconds is empty: give at least one region")
     regions = []
     for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
         for name, v in (("inpaint_mask_start_seconds", s), ("inpaint_mask_end_seconds", e)):
             if not _is_number(v):
-                raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__}")
+                raise ArgumentTypeError(f"{name}[{i}] must be a number, got {type(v).__name__}")
             if v != v or v in (float("inf"), float("-inf")):
-                raise ValueError(f"{name}[{i}] must be finite")
+                raise ArgumentValueError(f"{name}[{i}] must be finite")
         s, e = float(s), float(e)
         if s < 0:
-            raise ValueError(f"inpaint_mask_start_seconds[{i}] is negative ({s})")
+            raise ArgumentValueError(f"inpaint_mask_start_seconds[{i}] is negative ({s})")
         if s >= e:
-            raise ValueError(f"inpaint region {i}: start {s} must be before end {e}")
+            raise ArgumentValueError(f"inpaint region {i}: start {s} must be before end {e}")
         if s >= duration:
-            raise ValueError(f"inpaint region {i} starts at {s} s, past the generated duration {duration} s")
+            raise ArgumentValueError(
+                f"inpaint region {i} starts at {s} s, past the generated duration {duration} s"
+            )
         regions.append((s, e))
     return regions
 

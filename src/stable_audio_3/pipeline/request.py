@@ -4,8 +4,6 @@ inputs) or raises an error naming the argument. Everything downstream takes the 
 
 from __future__ import annotations
 
-import numbers
-import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +12,8 @@ from typing import Any, Literal
 import torch
 
 from stable_audio_3.audio import to_waveform
+from stable_audio_3.checks import check_bool, check_int, check_number, per_item, resolve_seed
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
 from stable_audio_3.notices import warn_caller
 from stable_audio_3.official.config import ModelConfig
 from stable_audio_3.pipeline.guidance import Guidance
@@ -30,9 +30,15 @@ __all__ = [
     "per_item",
     "resolve_seed",
     "check_number",
+    "check_int",
+    "MAX_STEPS",
     "Canceller",
     "as_canceller",
 ]
+
+# The most sampler steps one call may ask for: the released models use 8 (rf_denoiser) to 100
+# (rectified_flow); far beyond that is a typo that would otherwise run for hours.
+MAX_STEPS = 1000
 
 # The sampler each objective's checkpoints were made for.
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
@@ -55,81 +61,61 @@ def as_canceller(cancel: threading.Event | Callable[[], bool] | None) -> Cancell
         return cancel.is_set
     if callable(cancel):
         return cancel
-    raise TypeError("cancel must be a threading.Event or a callable returning bool")
+    raise ArgumentTypeError("cancel must be a threading.Event or a callable returning bool")
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+def _check_callback(callback: Any) -> Callable[[StepInfo], None] | None:
+    if callback is not None and not callable(callback):
+        raise ArgumentTypeError(
+            f"callback must be a callable taking a StepInfo, got {type(callback).__name__}"
+        )
+    return callback
 
 
-def per_item(name: str, value: Any, batch_size: int, kind: type | tuple[type, ...]) -> list[Any]:
-    """Broadcast a scalar to `batch_size` items, or check a per-item list has exactly that length."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != batch_size:
-            raise ValueError(f"{name} has {len(value)} items but batch_size is {batch_size}")
-        items = list(value)
-    else:
-        items = [value] * batch_size
-    for item in items:
-        ok = _is_number(item) if kind is float else isinstance(item, kind)
-        if not ok:
-            expected = "a number" if kind is float else "a string"
-            raise TypeError(f"{name} must be {expected} or a list of them, got {type(item).__name__}")
-    return [float(x) for x in items] if kind is float else items
-
-
-def resolve_seed(seed: int | None) -> int:
-    """-1 or None draws a fresh random seed (returned, so the caller can record it)."""
-    if seed is None or seed == -1:
-        return random.SystemRandom().randrange(0, 2**31 - 1)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed must be -1 (random) or in [0, 2**63), got {seed}")
-    return int(seed)
-
-
-def check_number(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False
-) -> float:
-    """`value` as a finite float within the bounds, or an error naming `name`."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-    return v
+def _check_generator(generator: Any, device: torch.device) -> torch.Generator | None:
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ArgumentTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ArgumentValueError(f"generator is on {generator.device} but the model runs on {device}")
+    return generator
 
 
 def _batch_size(prompt: Any, batch_size: Any) -> int:
+    if prompt is None:
+        raise ArgumentValueError("prompt is required (use '' for unconditional generation)")
+    if isinstance(prompt, (list, tuple)) and not prompt:
+        raise ArgumentValueError("prompt is an empty list: give at least one prompt")
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        return batch_size
+        return check_int("batch_size", batch_size, low=1)
     return len(prompt) if isinstance(prompt, (list, tuple)) else 1
 
 
 def _explicit_sigmas(sigmas: Any, steps: int, batch: int) -> torch.Tensor:
     """An explicit schedule as a (batch, steps + 1) float32 CPU tensor."""
-    s = torch.as_tensor(sigmas, dtype=torch.float32, device="cpu")
+    if isinstance(sigmas, (str, bytes)):
+        raise ArgumentTypeError("sigmas must be a tensor or a list of numbers, got a string")
+    try:
+        s = torch.as_tensor(sigmas, dtype=torch.float32, device="cpu")
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentTypeError(
+            f"sigmas must be a tensor or a (nested) list of numbers, got {type(sigmas).__name__}"
+        ) from None
     if s.dim() == 1:
         s = s[None].expand(batch, -1).clone()
     if s.dim() != 2 or s.shape[0] not in (1, batch):
-        raise ValueError(
+        raise ArgumentValueError(
             f"sigmas must have shape (steps + 1,) or (batch_size, steps + 1), got {tuple(s.shape)}"
         )
     if s.shape[0] == 1:
         s = s.expand(batch, -1).clone()
     if s.shape[1] != steps + 1:
-        raise ValueError(f"sigmas has {s.shape[1]} values per item but steps + 1 = {steps + 1}")
+        raise ArgumentValueError(f"sigmas has {s.shape[1]} values per item but steps + 1 = {steps + 1}")
     if not torch.isfinite(s).all() or (s < 0).any() or (s > 1).any():
-        raise ValueError("sigmas must be finite values in [0, 1]")
+        raise ArgumentValueError("sigmas must be finite values in [0, 1]")
     if (s[:, -1] != 0).any():
-        raise ValueError("sigmas must end at 0")
+        raise ArgumentValueError("sigmas must end at 0")
     return s
 
 
@@ -141,26 +127,28 @@ def _shift(options: Any) -> Shift | None:
     if options == "none":
         return IdentityShift()
     if not isinstance(options, Mapping):
-        raise TypeError(f"sampling_shift must be None, 'none' or a mapping of shift options, got {options!r}")
+        raise ArgumentTypeError(
+            f"sampling_shift must be None, 'none' or a mapping of shift options, got {options!r}"
+        )
     try:
         return shift_from_config(options)
     except ValueError as err:
-        raise ValueError(f"sampling_shift: {err}") from None
+        raise ArgumentValueError(f"sampling_shift: {err}") from None
 
 
 def _guidance(a: Mapping[str, Any]) -> Guidance:
-    try:
-        lo, hi = (float(v) for v in a["cfg_interval"])
-    except (TypeError, ValueError):
-        raise TypeError(f"cfg_interval must be a pair of numbers, got {a['cfg_interval']!r}") from None
+    interval = a["cfg_interval"]
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise ArgumentTypeError(f"cfg_interval must be a pair of numbers, got {interval!r}")
+    lo, hi = (check_number("cfg_interval", v, low=0.0, high=1.0) for v in interval)
     if not lo <= hi:
-        raise ValueError(f"cfg_interval must be (low, high) with low <= high, got {a['cfg_interval']!r}")
+        raise ArgumentValueError(f"cfg_interval must be (low, high) with low <= high, got {interval!r}")
     return Guidance(
         check_number("cfg_scale", a["cfg_scale"]),
         check_number("apg_scale", a["apg_scale"], low=0.0, high=1.0),
         (lo, hi),
-        a["cfg_norm_threshold"],
-        a["scale_phi"],
+        check_number("cfg_norm_threshold", a["cfg_norm_threshold"], low=0.0),
+        check_number("scale_phi", a["scale_phi"], low=0.0, high=1.0),
     )
 
 
@@ -169,15 +157,50 @@ def _prebuilt_mask(mask: Any, batch: int) -> torch.Tensor:
         try:
             mask = torch.as_tensor(mask)
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError("inpaint_mask must be a tensor or array of shape (batch or 1, samples)") from None
+            raise ArgumentTypeError(
+                "inpaint_mask must be a tensor or array of shape (batch or 1, samples)"
+            ) from None
     if mask.dim() == 1:
         mask = mask[None]
     if mask.dim() != 2 or mask.shape[0] not in (1, batch) or mask.shape[1] == 0:
-        raise ValueError(f"inpaint_mask must have shape (1 or {batch}, samples), got {tuple(mask.shape)}")
+        raise ArgumentValueError(
+            f"inpaint_mask must have shape (1 or {batch}, samples), got {tuple(mask.shape)}"
+        )
     mask = mask.detach().float().cpu()
     if not torch.isfinite(mask).all() or (mask < 0).any() or (mask > 1).any():
-        raise ValueError("inpaint_mask values must be in [0, 1] (1 = keep, 0 = regenerate)")
+        raise ArgumentValueError("inpaint_mask values must be in [0, 1] (1 = keep, 0 = regenerate)")
     return mask
+
+
+def _durations(a: Mapping[str, Any], cfg: ModelConfig, batch: int) -> tuple[list[float], int]:
+    """Per-item durations (each at least one sample, at most the cap) and the sample cap."""
+    durations = per_item("duration", a["duration"], batch, float)
+    max_samples = cfg.sample_size
+    if a["sample_size"] is not None:
+        ae = cfg.pretransform.autoencoder
+        granule = ae.downsampling_ratio * ae.latent_multiple
+        max_samples = check_int("sample_size", a["sample_size"], low=granule)
+        if max_samples % granule:
+            raise ArgumentValueError(
+                f"sample_size must be a multiple of {granule} (the latent granularity), got {max_samples}"
+            )
+    rate = cfg.sample_rate
+    for d in durations:
+        check_number("duration", d, low=0.0, low_open=True, high=max_samples / rate)
+        if int(d * rate) < 1:
+            raise ArgumentValueError(f"duration {d} s is shorter than one sample at {rate} Hz")
+    return durations, max_samples
+
+
+def _sampler(sampler: Any, objective: str) -> str:
+    sampler = DEFAULT_SAMPLERS[objective] if sampler is None else sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ArgumentValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    if sampler == "pingpong" and objective != "rf_denoiser":
+        raise ArgumentValueError(
+            "the pingpong sampler needs an rf_denoiser checkpoint; use 'euler' or 'dpmpp'"
+        )
+    return sampler
 
 
 @dataclass(frozen=True)
@@ -201,11 +224,14 @@ class EditRequest:
         starts, ends, mask = a["inpaint_mask_start_seconds"], a["inpaint_mask_end_seconds"], a["inpaint_mask"]
         has_regions = starts is not None or ends is not None
         if has_regions and (starts is None or ends is None):
-            raise ValueError("give both inpaint_mask_start_seconds and inpaint_mask_end_seconds")
+            raise ArgumentValueError("give both inpaint_mask_start_seconds and inpaint_mask_end_seconds")
         if has_regions and mask is not None:
-            raise ValueError("give either inpaint_mask or inpaint_mask_start/end_seconds, not both")
+            raise ArgumentValueError("give either inpaint_mask or inpaint_mask_start/end_seconds, not both")
+        if a["inpaint_audio"] is None and (has_regions or mask is not None):
+            given = "inpaint_mask" if mask is not None else "inpaint_mask_start/end_seconds"
+            raise ArgumentValueError(f"{given} needs inpaint_audio: the audio whose other parts are kept")
         if a["inpaint_audio"] is not None and not has_regions and mask is None:
-            raise ValueError(
+            raise ArgumentValueError(
                 "inpaint_audio needs the regions to regenerate: inpaint_mask_start_seconds and "
                 "inpaint_mask_end_seconds, or inpaint_mask"
             )
@@ -213,7 +239,7 @@ class EditRequest:
         if a["init_audio"] is not None:
             level = check_number("init_noise_level", a["init_noise_level"], low=0.0, low_open=True, high=1.0)
         elif a["init_noise_level"] != 1.0:
-            raise ValueError("init_noise_level only applies with init_audio")
+            raise ArgumentValueError("init_noise_level only applies with init_audio")
         regions = None
         if has_regions:
             regions = tuple(regions_from_seconds(starts, ends, longest))
@@ -275,35 +301,19 @@ class GenerationRequest:
     ) -> GenerationRequest:
         """Validate `generate()`'s keyword arguments (all of them, by name) for this checkpoint."""
         a = arguments
-        if a["prompt"] is None:
-            raise ValueError("prompt is required (use '' for unconditional generation)")
         batch = _batch_size(a["prompt"], a["batch_size"])
         prompts = per_item("prompt", a["prompt"], batch, str)
         negative = a["negative_prompt"]
         negatives = None if negative is None else per_item("negative_prompt", negative, batch, str)
-        durations = per_item("duration", a["duration"], batch, float)
-        max_samples = cfg.sample_size if a["sample_size"] is None else int(a["sample_size"])
-        if max_samples <= 0:
-            raise ValueError(f"sample_size must be positive, got {a['sample_size']}")
-        for d in durations:
-            check_number("duration", d, low=0.0, low_open=True, high=max_samples / cfg.sample_rate)
-        steps = a["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        durations, max_samples = _durations(a, cfg, batch)
+        steps = check_int("steps", a["steps"], low=1, high=MAX_STEPS)
         guidance = _guidance(a)
         padding = check_number("duration_padding_sec", a["duration_padding_sec"], low=0.0)
-        objective = cfg.diffusion.objective
-        sampler = a["sampler"] or DEFAULT_SAMPLERS[objective]
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-        if sampler == "pingpong" and objective != "rf_denoiser":
-            raise ValueError("the pingpong sampler needs an rf_denoiser checkpoint; use 'euler' or 'dpmpp'")
+        sampler = _sampler(a["sampler"], cfg.diffusion.objective)
         edit = EditRequest.check(a, cfg, batch, max(durations))
         seed = resolve_seed(a["seed"])
-        generator = a["generator"]
-        if generator is not None and generator.device.type != device.type:
-            raise ValueError(f"generator is on {generator.device} but the model runs on {device}")
-        chunked = a["chunked_decode"]
+        generator = _check_generator(a["generator"], device)
+        chunked = check_bool("chunked_decode", a["chunked_decode"], optional=True)
         return cls(
             prompts=tuple(prompts),
             negative_prompts=None if negatives is None else tuple(negatives),
@@ -316,13 +326,15 @@ class GenerationRequest:
             max_samples=max_samples,
             sigmas=None if a["sigmas"] is None else _explicit_sigmas(a["sigmas"], steps, batch),
             shift=_shift(a["sampling_shift"]),
-            chunked_decode=cfg.pretransform.chunked if chunked is None else bool(chunked),
-            return_latents=bool(a["return_latents"]),
-            truncate_output_to_duration=bool(a["truncate_output_to_duration"]),
-            decode_all_latents=bool(a["decode_all_latents"]),
+            chunked_decode=cfg.pretransform.chunked if chunked is None else chunked,
+            return_latents=check_bool("return_latents", a["return_latents"]),
+            truncate_output_to_duration=check_bool(
+                "truncate_output_to_duration", a["truncate_output_to_duration"]
+            ),
+            decode_all_latents=check_bool("decode_all_latents", a["decode_all_latents"]),
             edit=edit,
-            callback=a["callback"],
+            callback=_check_callback(a["callback"]),
             cancel=as_canceller(a["cancel"]),
-            progress=a["progress"],
+            progress=check_bool("progress", a["progress"], optional=True),
             generator=generator,
         )

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from stable_audio_3.errors import ArgumentValueError
+
 __all__ = [
     "Shift",
     "IdentityShift",
@@ -120,12 +122,16 @@ def shift_from_config(options: Mapping[str, Any] | None) -> Shift:
     opts = dict(options)
     kind = opts.pop("type", "full")
     if kind not in _SHIFT_TYPES:
-        raise ValueError(f"sampling_distribution_shift_options.type must be one of {sorted(_SHIFT_TYPES)}")
+        raise ArgumentValueError(
+            f"sampling_distribution_shift_options.type must be one of {sorted(_SHIFT_TYPES)}"
+        )
     cls = _SHIFT_TYPES[kind]
     try:
         return cls(**opts)
     except TypeError as err:
-        raise ValueError(f"bad sampling_distribution_shift_options for type {kind!r}: {err}") from None
+        raise ArgumentValueError(
+            f"bad sampling_distribution_shift_options for type {kind!r}: {err}"
+        ) from None
 
 
 def build_schedule(
@@ -139,9 +145,9 @@ def build_schedule(
     below the shift's smallest non-zero value fall back to linear spacing).
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ArgumentValueError(f"steps must be >= 1, got {steps}")
     if not 0.0 < start <= 1.0:
-        raise ValueError(f"the starting noise level must be in (0, 1], got {start}")
+        raise ArgumentValueError(f"the starting noise level must be in (0, 1], got {start}")
     seq_len = seq_len.to(device).float().clamp(min=1)
     grid = torch.linspace(1.0, 0.0, steps + 1, device=device)
     if start >= 1.0:
