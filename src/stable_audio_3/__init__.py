@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stable_audio_3.audio import read_audio, write_audio
     from stable_audio_3.autoencoder import AutoencoderModel
+    from stable_audio_3.checks import MAX_STEPS
     from stable_audio_3.errors import (
         ArgumentTypeError,
         ArgumentValueError,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from stable_audio_3.pipeline.samplers import StepInfo
 
 _EXPORTS = {
+    "MAX_STEPS": "stable_audio_3.checks",
     "StableAudioModel": "stable_audio_3.model",
     "AutoencoderModel": "stable_audio_3.autoencoder",
     "ModelConfig": "stable_audio_3.official.config",
@@ -56,6 +58,7 @@ _EXPORTS = {
     "write_audio": "stable_audio_3.audio",
 }
 __all__ = [
+    "MAX_STEPS",
     "StableAudioModel",
     "AutoencoderModel",
     "ModelConfig",

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stable_audio_3.apps.failures import OneLineParser, run_reporting
+
 __all__ = ["main", "build_parser"]
 
 PROG = "stable-audio"
@@ -20,7 +22,7 @@ PROG = "stable-audio"
 def build_parser() -> argparse.ArgumentParser:
     from stable_audio_3 import __version__  # lazy package: no torch here
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=PROG,
         description="Stable Audio 3: text-to-audio, audio-to-audio, inpainting and continuation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -146,6 +148,8 @@ def _speed_flags(s: argparse._ArgumentGroup) -> None:
 class UsageError(ValueError):
     """A flag combination that cannot work."""
 
+    is_usage_error = True
+
 
 def _per_item(flag: str, values: list | None, batch: int) -> Any:
     if values is None:
@@ -186,8 +190,10 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         raise UsageError(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
     if args.cpu_int8 and args.dtype not in (None, "float32"):
         raise UsageError(f"--cpu-int8 needs a float32 model, not --dtype {args.dtype}")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    from stable_audio_3 import MAX_STEPS
+
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be in [1, {MAX_STEPS}], got {args.steps}")
     starts, ends = args.inpaint_start, args.inpaint_end
     if (starts is None) != (ends is None) or (starts and len(starts) != len(ends)):
         raise UsageError("--inpaint-start and --inpaint-end need the same number of values")
@@ -195,20 +201,7 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         raise UsageError("--inpaint-start/--inpaint-end need --inpaint-audio")
     if args.inpaint_audio and not starts:
         raise UsageError("--inpaint-audio needs --inpaint-start and --inpaint-end")
-    for flag, path in [
-        ("--init-audio", args.init_audio),
-        ("--inpaint-audio", args.inpaint_audio),
-        *(("--lora-ckpt-path", p) for p in args.lora_ckpt_path),
-    ]:
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"{flag}: no such file: {path}")
-    for flag in ("strength", "interval", "include", "exclude"):
-        values = getattr(args, f"lora_{flag}")
-        if values is not None and len(values) not in (1, len(args.lora_ckpt_path)):
-            raise UsageError(
-                f"--lora-{flag} has {len(values)} values for {len(args.lora_ckpt_path)} LoRA file(s)"
-            )
-    args.lora_interval = [_interval(v) for v in args.lora_interval or []]
+    _check_files_and_loras(args)
     arguments: dict[str, Any] = {
         "prompt": prompts[0] if len(prompts) == 1 else list(prompts),
         "negative_prompt": _per_item("--negative-prompt", args.negative_prompt, batch),
@@ -234,6 +227,24 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             inpaint_mask_end_seconds=ends[0] if len(ends) == 1 else ends,
         )
     return batch, arguments
+
+
+def _check_files_and_loras(args: argparse.Namespace) -> None:
+    """Input files exist; per-LoRA flags have one value for all or one per file."""
+    for flag, path in [
+        ("--init-audio", args.init_audio),
+        ("--inpaint-audio", args.inpaint_audio),
+        *(("--lora-ckpt-path", p) for p in args.lora_ckpt_path),
+    ]:
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag}: no such file: {path}")
+    for flag in ("strength", "interval", "include", "exclude"):
+        values = getattr(args, f"lora_{flag}")
+        if values is not None and len(values) not in (1, len(args.lora_ckpt_path)):
+            raise UsageError(
+                f"--lora-{flag} has {len(values)} values for {len(args.lora_ckpt_path)} LoRA file(s)"
+            )
+    args.lora_interval = [_interval(v) for v in args.lora_interval or []]
 
 
 def _load(args: argparse.Namespace, say) -> Any:
@@ -334,15 +345,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+    return run_reporting(PROG, lambda: _run(args), "interrupted; nothing was written")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ OFFICIAL_SAMPLE_RATE = 44100
 class OutputError(ValueError):
     """An output path, format or sample rate that cannot work; raised before the model loads."""
 
+    is_usage_error = True
+
 
 @dataclass(frozen=True)
 class OutputPlan:
@@ -117,30 +119,41 @@ def write_outputs(
     record: dict[str, Any],
     ceiling_dbfs: float | None,
 ) -> list[Path]:
-    """Write every item (cut to its own duration) and its sidecar; returns the audio paths."""
+    """Write every item (cut to its own duration) and its sidecar; returns the audio paths. All or
+    nothing: every file is written under a temporary name first and renamed into place only when
+    all of them succeeded."""
     from stable_audio_3 import write_audio
 
     subtype, _ = FORMATS[plan.format]
-    for item, path in enumerate(plan.paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        samples = audio[item, :, : int(durations[item] * sample_rate)]
-        entry = {
-            **record,
-            "item": item,
-            "output": {"path": str(path), "format": plan.format, "peak_ceiling_dbfs": ceiling_dbfs},
-        }
-        summary = json.dumps({"seed": record["seed"], "item": item, "arguments": record["arguments"]})
-        tags = {"software": f"stable_audio_3 {record['versions']['stable_audio_3']}", "comment": summary}
-        write_audio(
-            path,
-            peak_limited(samples, ceiling_dbfs),
-            sample_rate,
-            format=plan.format,
-            subtype=subtype,
-            metadata=tags if plan.format != "mp3" else None,
-        )
-        sidecar = plan.sidecar(path)
-        tmp = sidecar.with_name(f".{sidecar.name}.partial")
-        tmp.write_text(json.dumps(entry, indent=1))
-        os.replace(tmp, sidecar)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for item, path in enumerate(plan.paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            samples = audio[item, :, : int(durations[item] * sample_rate)]
+            entry = {
+                **record,
+                "item": item,
+                "output": {"path": str(path), "format": plan.format, "peak_ceiling_dbfs": ceiling_dbfs},
+            }
+            summary = json.dumps({"seed": record["seed"], "item": item, "arguments": record["arguments"]})
+            tags = {"software": f"stable_audio_3 {record['versions']['stable_audio_3']}", "comment": summary}
+            tmp = path.with_name(f".{path.name}.pending")
+            staged.append((tmp, path))
+            write_audio(
+                tmp,
+                peak_limited(samples, ceiling_dbfs),
+                sample_rate,
+                format=plan.format,
+                subtype=subtype,
+                metadata=tags if plan.format != "mp3" else None,
+            )
+            sidecar = plan.sidecar(path)
+            tmp_sidecar = sidecar.with_name(f".{sidecar.name}.pending")
+            staged.append((tmp_sidecar, sidecar))
+            tmp_sidecar.write_text(json.dumps(entry, indent=1))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
     return list(plan.paths)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from stable_audio_3.apps.failures import OneLineParser, run_reporting
 
 __all__ = ["main"]
 
@@ -15,7 +16,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from stable_audio_3.training import ADAPTER_TYPES
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="stable-audio-train-lora",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,35 +50,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return run_reporting("stable-audio-train-lora", lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
     from stable_audio_3.training import TrainConfig, train_lora
 
-    try:
-        cfg = TrainConfig(
-            model=args.model,
-            data=args.data,
-            output=args.output,
-            rank=args.rank,
-            alpha=args.alpha,
-            adapter_type=args.adapter_type,
-            include=args.include,
-            exclude=args.exclude,
-            lr=args.lr,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            duration=args.duration,
-            seed=args.seed,
-            cfg_dropout=args.cfg_dropout,
-            checkpoint_every=args.checkpoint_every,
-            precision=args.precision,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            resume=args.resume,
-            progress=not args.no_progress,
-        )
-        path = train_lora(cfg)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"stable-audio-train-lora: error: {err}", file=sys.stderr)
-        return 2
+    cfg = TrainConfig(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        rank=args.rank,
+        alpha=args.alpha,
+        adapter_type=args.adapter_type,
+        include=args.include,
+        exclude=args.exclude,
+        lr=args.lr,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        duration=args.duration,
+        seed=args.seed,
+        cfg_dropout=args.cfg_dropout,
+        checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    path = train_lora(cfg)
     if os.environ.get("RANK", "0") == "0":
         print(path)
     return 0

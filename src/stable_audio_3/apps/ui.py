@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from stable_audio_3.apps.failures import OneLineParser, run_reporting
 from stable_audio_3.apps.ui_controls import FIELDS, controls
 
 __all__ = ["build_app", "main", "parse_regions"]
@@ -278,7 +279,7 @@ def build_app(model: Any, name: str, preview_every: int = 2) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="stable-audio-ui", description="A local web UI for Stable Audio 3.")
+    p = OneLineParser(prog="stable-audio-ui", description="A local web UI for Stable Audio 3.")
     p.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
@@ -298,13 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             'stable-audio-ui: error: the UI needs gradio: pip install "stable-audio-3[ui]"', file=sys.stderr
         )
         return 2
+    return run_reporting("stable-audio-ui", lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
     from stable_audio_3 import StableAudioModel
 
-    try:
-        model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
-        print(f"stable-audio-ui: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     app = build_app(model, args.model)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     app.queue(max_size=args.queue_size).launch(

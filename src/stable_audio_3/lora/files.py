@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,9 @@ def _json_object(text: str | bytes, what: str, path: Path) -> dict:
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LoRAFileError(f"{path}: {what} is not valid JSON ({err})") from None
+        raise LoRAFileError(f"LoRA file {path}: {what} is not valid JSON ({err})") from None
     if not isinstance(value, dict):
-        raise LoRAFileError(f"{path}: {what} must be a JSON object, not {type(value).__name__}")
+        raise LoRAFileError(f"LoRA file {path}: {what} must be a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -63,17 +64,21 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118
     except Exception as err:  # noqa: BLE001 - safetensors raises its own types for broken files
-        raise LoRAFileError(f"{path}: not a readable safetensors file ({describe(err)})") from None
+        raise LoRAFileError(f"LoRA file {path}: not a readable safetensors file ({describe(err)})") from None
 
 
 def _torch_load(path: Path, what: str) -> object:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle code
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols; failures are raised
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad or unsafe files
         reason = (
             "it holds objects other than tensors" if "Weights only load failed" in str(err) else describe(err)
         )
-        raise LoRAFileError(f"{path}: not a loadable {what} ({reason}; only tensor files are read)") from None
+        raise LoRAFileError(
+            f"{what} {path} cannot be loaded ({reason}; only tensor files are read)"
+        ) from None
 
 
 def _load_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -83,13 +88,13 @@ def _load_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         if raw_cfg:
             return tensors, _json_object(raw_cfg, "its lora_config metadata", path)
         return tensors, {k: _number(v) for k, v in meta.items() if k in ("r", "lora_alpha")}
-    obj = _torch_load(path, "LoRA checkpoint")
+    obj = _torch_load(path, "LoRA file")
     if not isinstance(obj, dict):
-        raise LoRAFileError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+        raise LoRAFileError(f"LoRA file {path}: expected a dict of tensors, got {type(obj).__name__}")
     if "state_dict" in obj:
         state, cfg = obj["state_dict"], obj.get("lora_config") or {}
         if not isinstance(state, dict) or not isinstance(cfg, dict):
-            raise LoRAFileError(f"{path}: state_dict and lora_config must be dicts")
+            raise LoRAFileError(f"LoRA file {path}: state_dict and lora_config must be dicts")
         return dict(state), dict(cfg)
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, {}
 
@@ -99,13 +104,15 @@ def read_svd_bases(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     path = as_path("svd_bases_path", path)
     if not path.is_file():
         raise MissingFileError(f"svd_bases_path: file not found: {path}")
-    obj = _torch_load(path, "SVD bases file (svd_bases_path)")
+    obj = _torch_load(path, "svd_bases_path: SVD bases file")
     ok = isinstance(obj, dict) and all(
         isinstance(v, dict) and all(isinstance(v.get(k), torch.Tensor) for k in ("U", "V"))
         for v in obj.values()
     )
     if not ok:
-        raise LoRAFileError(f"{path}: svd_bases_path must map weight names to {{'U': tensor, 'V': tensor}}")
+        raise LoRAFileError(
+            f"LoRA file {path}: svd_bases_path must map weight names to {{'U': tensor, 'V': tensor}}"
+        )
     return obj
 
 
@@ -141,12 +148,12 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         raise MissingFileError(f"LoRA file not found: {path}")
     raw, cfg = _load_raw(path)
     if not raw:
-        raise LoRAFileError(f"{path}: contains no tensors")
+        raise LoRAFileError(f"LoRA file {path}: contains no tensors")
     for key, value in raw.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise LoRAFileError(f"{path}: {key!r} is not a floating-point tensor")
+            raise LoRAFileError(f"LoRA file {path}: {key!r} is not a floating-point tensor")
         if not torch.isfinite(value).all():
-            raise LoRAFileError(f"{path}: {key!r} contains NaN or infinite values")
+            raise LoRAFileError(f"LoRA file {path}: {key!r} contains NaN or infinite values")
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     origin: dict[str, str] = {}
     peft = any(_PEFT_KEY.match(k) for k in raw) and not any(".parametrizations." in k for k in raw)
@@ -154,17 +161,19 @@ def read_lora_file(path: str | Path) -> LoRAFile:
         if peft:
             m = _PEFT_KEY.match(key)
             if m is None:
-                raise LoRAFileError(f"{path}: unexpected key {key!r} in a PEFT-style LoRA")
+                raise LoRAFileError(f"LoRA file {path}: unexpected key {key!r} in a PEFT-style LoRA")
             module, param = _peft_module(m["module"]), m["which"]
         else:
             try:
                 module, n, param = lora_key_to_ours(key)
             except ValueError as err:
-                raise LoRAFileError(f"{path}: {err}") from None
+                raise LoRAFileError(f"LoRA file {path}: {err}") from None
             if n != 0:
-                raise LoRAFileError(f"{path}: key {key!r} has stack index {n}; LoRA files store index 0")
+                raise LoRAFileError(
+                    f"LoRA file {path}: key {key!r} has stack index {n}; LoRA files store index 0"
+                )
         if param not in PARAM_NAMES:
-            raise LoRAFileError(f"{path}: unknown LoRA parameter {param!r} in key {key!r}")
+            raise LoRAFileError(f"LoRA file {path}: unknown LoRA parameter {param!r} in key {key!r}")
         tensors.setdefault(module, {})[param] = value
         origin.setdefault(module, key)
     if peft:
@@ -189,7 +198,7 @@ def _config_from(cfg: dict, tensors: dict[str, dict[str, torch.Tensor]], path: P
         elif "M_xs" in first:
             rank = first["M_xs"].shape[0]
         else:
-            raise LoRAFileError(f"{path}: cannot infer the LoRA rank")
+            raise LoRAFileError(f"LoRA file {path}: cannot infer the LoRA rank")
     kind = cfg.get("adapter_type", "lora")
     if kind == "dora":  # legacy name: the magnitude shape tells rows from columns
         kind = "dora-rows"
@@ -210,7 +219,7 @@ def _config_from(cfg: dict, tensors: dict[str, dict[str, torch.Tensor]], path: P
             extra={k: v for k, v in cfg.items() if k not in known},
         )
     except ValueError as err:
-        raise LoRAFileError(f"{path}: {err}") from None
+        raise LoRAFileError(f"LoRA file {path}: {err}") from None
 
 
 Staged = list[tuple[nn.Module, Adapter]]

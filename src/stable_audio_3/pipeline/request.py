@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 
 from stable_audio_3.audio import to_waveform
-from stable_audio_3.checks import check_bool, check_int, check_number, per_item, resolve_seed
+from stable_audio_3.checks import MAX_STEPS, check_bool, check_int, check_number, per_item, resolve_seed
 from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
 from stable_audio_3.notices import warn_caller
 from stable_audio_3.official.config import ModelConfig
@@ -35,10 +35,6 @@ __all__ = [
     "Canceller",
     "as_canceller",
 ]
-
-# The most sampler steps one call may ask for: the released models use 8 (rf_denoiser) to 100
-# (rectified_flow); far beyond that is a typo that would otherwise run for hours.
-MAX_STEPS = 1000
 
 # The sampler each objective's checkpoints were made for.
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}

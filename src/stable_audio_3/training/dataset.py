@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from stable_audio_3.audio import read_audio, to_waveform
+from stable_audio_3.errors import ArgumentValueError, MissingFileError
 
 if TYPE_CHECKING:
     from stable_audio_3.model import StableAudioModel
@@ -37,7 +38,7 @@ def _duration(path: Path) -> float:
     try:
         info = sf.info(str(path))
     except RuntimeError as err:
-        raise ValueError(f"cannot read audio file {path}: {err}") from None
+        raise ArgumentValueError(f"cannot read audio file {path}: {err}") from None
     return info.frames / info.samplerate
 
 
@@ -49,7 +50,7 @@ def _manifest_rows(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{i + 1}: invalid JSON ({err})") from None
+                    raise ArgumentValueError(f"{path}:{i + 1}: invalid JSON ({err})") from None
         return rows
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -59,7 +60,7 @@ def _pick(row: dict, names: tuple[str, ...], what: str, where: str) -> str:
     for n in names:
         if row.get(n) not in (None, ""):
             return str(row[n])
-    raise ValueError(f"{where}: no {what} column (expected one of {', '.join(names)})")
+    raise ArgumentValueError(f"{where}: no {what} column (expected one of {', '.join(names)})")
 
 
 def find_clips(data: str | Path) -> list[Clip]:
@@ -69,12 +70,12 @@ def find_clips(data: str | Path) -> list[Clip]:
     clips: list[Clip] = []
     if data.is_file():
         if data.suffix not in (".csv", ".jsonl"):
-            raise ValueError(f"training data {data} must be a folder, a .csv or a .jsonl manifest")
+            raise ArgumentValueError(f"training data {data} must be a folder, a .csv or a .jsonl manifest")
         for i, row in enumerate(_manifest_rows(data)):
             where = f"{data} row {i + 1}"
             audio = (data.parent / _pick(row, _PATH_COLUMNS, "path", where)).resolve()
             if not audio.is_file():
-                raise FileNotFoundError(f"{where}: audio file not found: {audio}")
+                raise MissingFileError(f"{where}: audio file not found: {audio}")
             clips.append(Clip(audio, _pick(row, _CAPTION_COLUMNS, "caption", where), _duration(audio)))
     elif data.is_dir():
         for audio in sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
@@ -82,12 +83,12 @@ def find_clips(data: str | Path) -> list[Clip]:
                 continue
             caption = audio.with_suffix(".txt")
             if not caption.is_file():
-                raise ValueError(f"{audio} has no caption file {caption.name}")
+                raise ArgumentValueError(f"{audio} has no caption file {caption.name}")
             clips.append(Clip(audio, caption.read_text().strip(), _duration(audio)))
     else:
-        raise FileNotFoundError(f"training data not found: {data}")
+        raise MissingFileError(f"training data not found: {data}")
     if not clips:
-        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found in {data}")
+        raise ArgumentValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found in {data}")
     return clips
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.lora.adapters import (
     ADAPTER_TYPES,
     LoRAConfig,
@@ -67,18 +68,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.adapter_type not in ADAPTER_TYPES:
-            raise ValueError(f"adapter_type must be one of {ADAPTER_TYPES}, got {self.adapter_type!r}")
+            raise ArgumentValueError(
+                f"adapter_type must be one of {ADAPTER_TYPES}, got {self.adapter_type!r}"
+            )
         for name in ("rank", "steps", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ArgumentValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ArgumentValueError(f"lr must be > 0, got {self.lr}")
         if not self.duration > 0:
-            raise ValueError(f"duration must be > 0, got {self.duration}")
+            raise ArgumentValueError(f"duration must be > 0, got {self.duration}")
         if not 0 <= self.cfg_dropout < 1:
-            raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
+            raise ArgumentValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+            raise ArgumentValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
 
 
 # ------------------------------------------------------------------------------ objective pieces
@@ -215,7 +218,7 @@ def train_lora(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = 
     )
     params = model.lora.attach_trainable(lcfg)
     if not params:
-        raise ValueError("include/exclude left no layer to train")
+        raise ArgumentValueError("include/exclude left no layer to train")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     objective: nn.Module = _Objective(model, cfg.cfg_dropout)
     if world > 1:
