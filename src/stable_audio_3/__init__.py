@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stable_audio_3.audio import read_audio, write_audio
     from stable_audio_3.autoencoder import AutoencoderModel
-    from stable_audio_3.checks import MAX_STEPS
+    from stable_audio_3.checks import MAX_BATCH_SIZE, MAX_STEPS
     from stable_audio_3.errors import (
         ArgumentTypeError,
         ArgumentValueError,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "MAX_STEPS": "stable_audio_3.checks",
+    "MAX_BATCH_SIZE": "stable_audio_3.checks",
     "StableAudioModel": "stable_audio_3.model",
     "AutoencoderModel": "stable_audio_3.autoencoder",
     "ModelConfig": "stable_audio_3.official.config",
@@ -59,6 +60,7 @@ _EXPORTS = {
 }
 __all__ = [
     "MAX_STEPS",
+    "MAX_BATCH_SIZE",
     "StableAudioModel",
     "AutoencoderModel",
     "ModelConfig",

@@ -9,12 +9,24 @@ from typing import Any
 
 from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
 
-__all__ = ["MAX_STEPS", "is_number", "check_number", "check_int", "check_bool", "per_item", "resolve_seed"]
+__all__ = [
+    "MAX_STEPS",
+    "MAX_BATCH_SIZE",
+    "is_number",
+    "check_number",
+    "check_int",
+    "check_bool",
+    "per_item",
+    "resolve_seed",
+]
 
 
 # The most sampler steps one call may ask for: the released models use 8 (rf_denoiser) to 100
 # (rectified_flow); far beyond that is a typo that would otherwise run for hours.
 MAX_STEPS = 1000
+# The most items one call may generate: far past what fits any device at the released lengths,
+# and it keeps a typo from building a billion-entry prompt list before the allocator can object.
+MAX_BATCH_SIZE = 1024
 
 
 def is_number(x: Any) -> bool:

@@ -180,8 +180,10 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """The batch size and the generate() arguments, or a UsageError naming the flag."""
     prompts = args.prompt
     batch = args.batch_size if args.batch_size is not None else len(prompts)
-    if batch < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch}")
+    from stable_audio_3 import MAX_BATCH_SIZE, MAX_STEPS
+
+    if not 1 <= batch <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}], got {batch}")
     if len(prompts) > 1 and batch != len(prompts):
         raise UsageError(f"--batch-size {batch} does not match the {len(prompts)} prompts")
     if any(not d > 0 for d in args.duration):
@@ -190,8 +192,6 @@ def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         raise UsageError(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
     if args.cpu_int8 and args.dtype not in (None, "float32"):
         raise UsageError(f"--cpu-int8 needs a float32 model, not --dtype {args.dtype}")
-    from stable_audio_3 import MAX_STEPS
-
     if not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be in [1, {MAX_STEPS}], got {args.steps}")
     starts, ends = args.inpaint_start, args.inpaint_end

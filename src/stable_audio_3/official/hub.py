@@ -8,7 +8,6 @@ from pathlib import Path
 
 from stable_audio_3.errors import (
     ArgumentValueError,
-    CheckpointError,
     GatedRepoError,
     HubError,
     MissingFileError,
@@ -150,7 +149,7 @@ def resolve_text_encoder(
     repo = checkpoint.repo_id or repo_id
     looked = " or ".join(str(f / "config.json") for f in candidates)
     if repo is None:
-        raise CheckpointError(
+        raise MissingFileError(
             f"text encoder not found: expected {looked} (the config's subfolder {subfolder!r})"
         )
     from huggingface_hub import snapshot_download

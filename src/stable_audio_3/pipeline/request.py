@@ -12,7 +12,15 @@ from typing import Any, Literal
 import torch
 
 from stable_audio_3.audio import to_waveform
-from stable_audio_3.checks import MAX_STEPS, check_bool, check_int, check_number, per_item, resolve_seed
+from stable_audio_3.checks import (
+    MAX_BATCH_SIZE,
+    MAX_STEPS,
+    check_bool,
+    check_int,
+    check_number,
+    per_item,
+    resolve_seed,
+)
 from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
 from stable_audio_3.notices import warn_caller
 from stable_audio_3.official.config import ModelConfig
@@ -84,8 +92,11 @@ def _batch_size(prompt: Any, batch_size: Any) -> int:
     if isinstance(prompt, (list, tuple)) and not prompt:
         raise ArgumentValueError("prompt is an empty list: give at least one prompt")
     if batch_size is not None:
-        return check_int("batch_size", batch_size, low=1)
-    return len(prompt) if isinstance(prompt, (list, tuple)) else 1
+        return check_int("batch_size", batch_size, low=1, high=MAX_BATCH_SIZE)
+    batch = len(prompt) if isinstance(prompt, (list, tuple)) else 1
+    if batch > MAX_BATCH_SIZE:
+        raise ArgumentValueError(f"prompt has {batch} items; at most {MAX_BATCH_SIZE} per call")
+    return batch
 
 
 def _explicit_sigmas(sigmas: Any, steps: int, batch: int) -> torch.Tensor:
