@@ -149,6 +149,10 @@ class PromptConditioner(nn.Module):
         self.encoder.to(device)
         self._cache.clear()
 
+    def clear_cache(self) -> None:
+        """Forget cached prompt encodings (e.g. ones made under inference mode, before training)."""
+        self._cache.clear()
+
     def _encode_unique(self, prompts: list[str]) -> None:
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if not todo:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from stable_audio_3.errors import ArgumentValueError, MissingFileError
 if TYPE_CHECKING:
     from stable_audio_3.model import StableAudioModel
 
-__all__ = ["Clip", "find_clips", "LatentCache", "AUDIO_SUFFIXES"]
+__all__ = ["Clip", "find_clips", "LatentCache", "AUDIO_SUFFIXES", "Batch", "sample_batch", "silence_frame"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 _CAPTION_COLUMNS = ("caption", "prompt", "text")
@@ -141,3 +143,60 @@ class LatentCache:
             tmp.replace(path)
             out.append(z)
         return out
+
+
+@dataclass
+class Batch:
+    """One training batch of latents (B, C, L) padded with silence, and what conditions them."""
+
+    latents: torch.Tensor
+    valid: list[int]  # frames of real audio per item
+    prompts: list[str]
+    seconds: list[float]  # seconds_total conditioning (whole clip, rounded up)
+    effective: list[int]  # latent frames of the whole clip (drives the schedule shift)
+
+
+def sample_batch(
+    clips: list[Clip],
+    latents: list[torch.Tensor],
+    batch_size: int,
+    max_frames: int,
+    frame_rate: tuple[int, int],
+    rng: random.Random,
+    device: torch.device,
+    silence: torch.Tensor | None = None,
+) -> Batch:
+    """A random batch of crops of at most `max_frames` latents, padded to the longest with the
+    `silence` latent frame (C,) (zeros when None). `frame_rate` is (sample rate, samples per frame)."""
+    sr, ratio = frame_rate
+    picks = [rng.randrange(len(clips)) for _ in range(batch_size)]
+    crops = []
+    for i in picks:
+        z = latents[i]
+        n = z.shape[-1]
+        start = rng.randrange(0, n - max_frames + 1) if n > max_frames else 0
+        crops.append(z[:, start : start + max_frames])
+    valid = [c.shape[-1] for c in crops]
+    length = max(valid)
+    channels = crops[0].shape[0]
+    pad = torch.zeros(channels) if silence is None else silence.float().cpu()
+    x0 = torch.stack(
+        [torch.cat([c, pad[:, None].expand(channels, length - c.shape[-1])], dim=-1) for c in crops]
+    ).to(device)
+    seconds = [math.ceil(clips[i].seconds) for i in picks]
+    return Batch(
+        latents=x0,
+        valid=valid,
+        prompts=[clips[i].caption for i in picks],
+        seconds=[float(s) for s in seconds],
+        effective=[math.ceil(int(s * sr) / ratio) for s in seconds],
+    )
+
+
+@torch.no_grad()
+def silence_frame(model) -> torch.Tensor:
+    """The latent of silence (C,): what padded frames hold, as in the official pre-encoded data."""
+    ae = model.autoencoder
+    n = ae.config.downsampling_ratio * ae.config.latent_multiple
+    zeros = torch.zeros(1, ae.config.io_channels, n, device=model.device, dtype=next(ae.parameters()).dtype)
+    return ae.encode(zeros)[0, :, 0].float().cpu()

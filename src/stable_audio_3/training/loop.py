@@ -1,0 +1,179 @@
+"""What every training stage shares: processes and devices, precision, progress, metrics, EMA and
+resumable state. A stage supplies its modules, its loss and what it writes at a checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "distributed",
+    "start_processes",
+    "stop_processes",
+    "autocast",
+    "progress_bar",
+    "MetricsLog",
+    "EMA",
+    "save_state",
+    "load_state",
+    "forked_rng",
+]
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun environment (0, 1, 0 otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def start_processes(device: str | torch.device | None) -> tuple[int, int, str | torch.device | None]:
+    """(rank, world size, device); joins the process group when launched by torchrun."""
+    rank, world, local_rank = distributed()
+    if world == 1:
+        return rank, world, device
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world, f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def stop_processes(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def wrap_ddp(module: nn.Module, world: int, device: torch.device) -> nn.Module:
+    if world == 1:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 (default, "auto") or fp16 autocast on CUDA; full precision elsewhere or with "fp32"."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def progress_bar(enabled: bool, total: int, start: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, unit="step")
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl` (and TensorBoard scalars when asked)."""
+
+    def __init__(self, folder: Path, enabled: bool, tensorboard: bool = False) -> None:
+        self.path = folder / "metrics.jsonl"
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder / "tensorboard"))
+
+    def write(self, step: int, **values: float) -> None:
+        if not self.enabled:
+            return
+        entry = {"step": step, "time": round(time.monotonic() - self.start, 3), **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class EMA:
+    """An exponential moving average of parameters, kept in float32 on their device."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
+        self.params = params
+        self.decay = decay
+        self.shadow = [p.detach().float().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params, strict=True):
+            s.lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in place of the trained ones, restored afterwards."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow, strict=True):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(self.params, saved, strict=True):
+                    p.copy_(s)
+
+
+def save_state(
+    path: Path, step: int, params: list[nn.Parameter], opt, ema: EMA | None, gen, rng, **extra
+) -> None:
+    """Everything a resumed run needs to continue bit for bit, written atomically."""
+    state = {
+        "step": step,
+        "params": [p.detach().cpu() for p in params],
+        "optimizer": opt.state_dict(),
+        "ema": None if ema is None else [s.cpu() for s in ema.shadow],
+        "generator": gen.get_state(),
+        "rng": rng.getstate(),
+        **extra,
+    }
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(
+    path: Path, params: list[nn.Parameter], opt, ema: EMA | None, gen, rng: random.Random
+) -> dict[str, Any]:
+    """Restore what `save_state` wrote; returns the state (its "step" is where to continue)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        for p, saved in zip(params, state["params"], strict=True):
+            p.copy_(saved)
+        if ema is not None and state["ema"] is not None:
+            for s, saved in zip(ema.shadow, state["ema"], strict=True):
+                s.copy_(saved)
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    version, internal, gauss = state["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    return state
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int) -> Iterator[None]:
+    """Seed PyTorch's global generator for code that only draws from it (module initialisers), and
+    restore the caller's state afterwards: the user's global RNG is never changed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
