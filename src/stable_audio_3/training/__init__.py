@@ -1,8 +1,19 @@
 """Training on top of the public model: LoRA fine-tuning and the Stable Audio 3 stages."""
 
 from stable_audio_3.lora.adapters import ADAPTER_TYPES
+from stable_audio_3.training.configs import build_config, field_kinds, read_toml
 from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
 from stable_audio_3.training.objective import validation_loss
 from stable_audio_3.training.pretrain import PretrainConfig, pretrain
 
-__all__ = ["ADAPTER_TYPES", "TrainConfig", "train_lora", "validation_loss", "PretrainConfig", "pretrain"]
+__all__ = [
+    "ADAPTER_TYPES",
+    "TrainConfig",
+    "train_lora",
+    "validation_loss",
+    "PretrainConfig",
+    "pretrain",
+    "build_config",
+    "field_kinds",
+    "read_toml",
+]

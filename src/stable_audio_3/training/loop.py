@@ -107,7 +107,10 @@ class MetricsLog:
 
 
 class EMA:
-    """An exponential moving average of parameters, kept in float32 on their device."""
+    """An exponential moving average of parameters, kept in float32 on their device.
+
+    The decay warms up as `min(decay, (1 + n) / (10 + n))` after n updates, so a short run's
+    average is not dominated by the initial weights."""
 
     def __init__(self, params: list[nn.Parameter], decay: float) -> None:
         self.params = params
@@ -115,9 +118,11 @@ class EMA:
         self.shadow = [p.detach().float().clone() for p in params]
 
     @torch.no_grad()
-    def update(self) -> None:
+    def update(self, step: int) -> None:
+        """Fold in the current weights after optimizer step number `step` (1-based)."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         for s, p in zip(self.shadow, self.params, strict=True):
-            s.lerp_(p.detach().float(), 1.0 - self.decay)
+            s.lerp_(p.detach().float(), 1.0 - decay)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

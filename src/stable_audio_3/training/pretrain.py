@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -53,6 +54,21 @@ class PretrainConfig:
     progress: bool = True
     tensorboard: bool = False
 
+    HELP: ClassVar[dict[str, str]] = {
+        "base": "checkpoint folder or registry name giving the config, autoencoder and text encoder",
+        "data": "folder of audio + .txt captions, or a .csv/.jsonl manifest",
+        "output": "run folder: checkpoint/, samples/, metrics.jsonl, train_state.pt",
+        "from_scratch": "re-initialise the DiT instead of continuing the base checkpoint's weights",
+        "duration": "crop length in seconds (shorter clips are padded, variable length)",
+        "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
+        "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
+        "padding_augment_seconds": "mean of the exponential extension of each valid length",
+        "sample_every": "write validation samples every N steps (0: at the end only)",
+        "sample_prompts": "prompts of the validation samples",
+        "precision": "auto (bf16 autocast on CUDA), fp32, bf16 or fp16",
+        "resume": "continue from <output>/train_state.pt",
+    }
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "sample_steps"):
             check_int(name, getattr(self, name), low=1)
@@ -83,8 +99,33 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 layer.reset_parameters()
 
 
-def pretrain(cfg: PretrainConfig) -> Path:
-    """Run stage 1; returns the checkpoint folder (`<output>/checkpoint`)."""
+@dataclass
+class _Run:
+    """The state of one stage-1 run between steps."""
+
+    cfg: PretrainConfig
+    rank: int
+    world: int
+    model: Any
+    clips: list
+    latents: list[torch.Tensor]
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    ema: loop.EMA | None
+    step_fn: nn.Module
+    gen: torch.Generator
+    rng: random.Random
+    out: Path
+    silence: torch.Tensor
+    encoder: Path
+    step: int = 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "train_state.pt"
+
+
+def _setup(cfg: PretrainConfig) -> _Run:
     from stable_audio_3.model import StableAudioModel
 
     rank, world, device = loop.start_processes(cfg.device)
@@ -97,66 +138,95 @@ def pretrain(cfg: PretrainConfig) -> Path:
     cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
     latents = cache.encode_all(clips, progress=cfg.progress and rank == 0)
     params = trainable_parameters(model)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    ema = loop.EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    ratio = model.config.pretransform.autoencoder.downsampling_ratio
-    sr = model.sample_rate
+    frames_per_second = model.sample_rate / model.config.pretransform.autoencoder.downsampling_ratio
     objective = FlowMatchingObjective(
         model,
         training_shift(model),
         cfg_dropout=cfg.cfg_dropout,
         ot_coupling=cfg.ot_coupling,
-        padding_mean_frames=cfg.padding_augment_seconds * sr / ratio,
+        padding_mean_frames=cfg.padding_augment_seconds * frames_per_second,
     )
-    step_fn = loop.wrap_ddp(objective, world, model.device)
-    gen = torch.Generator().manual_seed(cfg.seed + rank)
-    rng = random.Random(cfg.seed + rank)
-    state_path = out / "train_state.pt"
-    step = (
-        loop.load_state(state_path, params, opt, ema, gen, rng)["step"]
-        if cfg.resume and state_path.is_file()
-        else 0
+    run = _Run(
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        model=model,
+        clips=clips,
+        latents=latents,
+        params=params,
+        opt=torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)),
+        ema=loop.EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        step_fn=loop.wrap_ddp(objective, world, model.device),
+        gen=torch.Generator().manual_seed(cfg.seed + rank),
+        rng=random.Random(cfg.seed + rank),
+        out=out,
+        silence=silence_frame(model),
+        encoder=text_encoder_folder(cfg.base, model.config.raw),
     )
-    silence = silence_frame(model)
-    max_frames = max(1, int(cfg.duration * sr) // ratio)
-    log = loop.MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and rank == 0, cfg.steps, step, "pre-training")
-    encoder = text_encoder_folder(cfg.base, model.config.raw)
-    model.networks.dit.train()
+    if cfg.resume and run.state_path.is_file():
+        run.step = loop.load_state(run.state_path, params, run.opt, run.ema, run.gen, run.rng)["step"]
+    return run
+
+
+def _train_step(run: _Run) -> float:
+    cfg, model = run.cfg, run.model
+    ratio = model.config.pretransform.autoencoder.downsampling_ratio
+    max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
+    batch = sample_batch(
+        run.clips,
+        run.latents,
+        cfg.batch_size,
+        max_frames,
+        (model.sample_rate, ratio),
+        run.rng,
+        model.device,
+        run.silence,
+    )
+    with loop.autocast(cfg.precision, model.device):
+        loss = run.step_fn(batch, run.gen, run.rng)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.step += 1
+    if run.ema is not None:
+        run.ema.update(run.step)
+    return float(loss.detach())
+
+
+def _checkpoint(run: _Run) -> None:
+    """Resume state, checkpoint folder and samples, at their cadences (rank 0 only)."""
+    cfg, step = run.cfg, run.step
+    if run.rank != 0:
+        return
+    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        loop.save_state(run.state_path, step, run.params, run.opt, run.ema, run.gen, run.rng)
+        _write(run.model, run.ema, run.out / "checkpoint", run.encoder)
+    due = step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)
+    if cfg.sample_prompts and due:
+        _samples(run.model, run.ema, cfg, run.out / "samples", step)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Run stage 1; returns the checkpoint folder (`<output>/checkpoint`)."""
+    run = _setup(cfg)
+    log = loop.MetricsLog(run.out, enabled=run.rank == 0, tensorboard=cfg.tensorboard)
+    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, run.step, "pre-training")
+    run.model.networks.dit.train()
     try:
-        while step < cfg.steps:
-            batch = sample_batch(
-                clips, latents, cfg.batch_size, max_frames, (sr, ratio), rng, model.device, silence
-            )
-            with loop.autocast(cfg.precision, model.device):
-                loss = step_fn(batch, gen, rng)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                ema.update()
-            step += 1
-            value = float(loss.detach())
-            log.write(step, loss=value, lr=cfg.lr)
+        while run.step < cfg.steps:
+            value = _train_step(run)
+            log.write(run.step, loss=value, lr=cfg.lr)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
-            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                loop.save_state(state_path, step, params, opt, ema, gen, rng)
-                _write(model, ema, out / "checkpoint", encoder)
-            if (
-                rank == 0
-                and cfg.sample_prompts
-                and (step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0))
-            ):
-                _samples(model, ema, cfg, out / "samples", step)
+            _checkpoint(run)
     finally:
         if bar is not None:
             bar.close()
         log.close()
-        model.networks.dit.eval()
-        loop.stop_processes(world)
-    return out / "checkpoint"
+        run.model.networks.dit.eval()
+        loop.stop_processes(run.world)
+    return run.out / "checkpoint"
 
 
 def _write(model, ema: loop.EMA | None, folder: Path, encoder: Path) -> None:

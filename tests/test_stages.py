@@ -1,0 +1,140 @@
+"""The Stable Audio 3 training stages on the tiny fixture config: each runs a few steps, its loss
+falls, a resumed run continues with the same step and loss, and the result loads and samples."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import checkpoint_dir
+from test_training import _write_clips
+
+from stable_audio_3 import StableAudioModel
+from stable_audio_3.apps import train as train_app
+from stable_audio_3.training import PretrainConfig, pretrain, validation_loss
+from stable_audio_3.training.dataset import LatentCache, find_clips
+from stable_audio_3.training.objective import augment_valid_lengths, sinkhorn_coupling
+from stable_audio_3.training.pretrain import reinitialise
+
+SR = 6000
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_clips(tmp_path_factory.mktemp("stage_data"), SR, n=4)
+
+
+def _pretrain_config(data: Path, out: Path, **overrides) -> PretrainConfig:
+    options = {
+        "base": str(checkpoint_dir("A")),
+        "data": str(data),
+        "output": str(out),
+        "from_scratch": True,
+        "steps": 30,
+        "batch_size": 4,
+        "duration": 1.0,
+        "lr": 1e-3,
+        "seed": 0,
+        "checkpoint_every": 10,
+        "device": "cpu",
+        "progress": False,
+    }
+    return PretrainConfig(**(options | overrides))
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [(e["step"], e["loss"]) for e in map(json.loads, lines)]
+
+
+def test_sinkhorn_pairs_each_latent_with_its_nearest_noise() -> None:
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(6, 4, 8, generator=g)
+    order = torch.randperm(6, generator=g)
+    x0 = noise[order] + 0.01 * torch.randn(6, 4, 8, generator=g)
+    perm = sinkhorn_coupling(x0, noise)
+    assert sorted(perm.tolist()) == list(range(6))
+    assert torch.equal(perm, order)
+
+
+def test_padding_augmentation_extends_and_clamps() -> None:
+    rng = random.Random(0)
+    out = augment_valid_lengths([3, 10, 20], 20, 4.0, rng)
+    assert out[0] >= 3 and out[1] >= 10 and out[2] == 20 and max(out) <= 20
+    assert augment_valid_lengths([3, 10], 20, 0.0, rng) == [3, 10]
+
+
+@pytest.mark.slow
+def test_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_path: Path) -> None:
+    cfg = _pretrain_config(data, tmp_path / "run", sample_prompts=("a 220 hertz tone",), sample_steps=3)
+    start = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    reinitialise(start.networks.dit, cfg.seed)
+    clips = find_clips(data)
+    latents = LatentCache(data / ".sa3_latents", start).encode_all(clips, progress=False)
+    before = validation_loss(start, clips, latents, duration=1.0, batch_size=4)
+
+    folder = pretrain(cfg)
+    trained = StableAudioModel.from_pretrained(folder, device="cpu")
+    after = validation_loss(trained, clips, latents, duration=1.0, batch_size=4)
+    assert after < 0.8 * before, (before, after)
+    assert trained.config.diffusion.objective == "rectified_flow"
+    audio = trained.generate("a 220 hertz tone", duration=1.0, steps=4, seed=0, progress=False)
+    assert audio.shape == (1, 2, SR) and torch.isfinite(audio).all()
+    assert (tmp_path / "run" / "samples" / "step000030_0.wav").is_file()
+    assert [s for s, _ in _losses(tmp_path / "run")] == list(range(1, 31))
+
+
+@pytest.mark.slow
+def test_a_resumed_pretraining_run_continues_with_the_same_steps_and_losses(
+    data: Path, tmp_path: Path
+) -> None:
+    pretrain(_pretrain_config(data, tmp_path / "straight", steps=6, checkpoint_every=3, batch_size=2))
+    pretrain(_pretrain_config(data, tmp_path / "resumed", steps=3, checkpoint_every=3, batch_size=2))
+    pretrain(
+        _pretrain_config(data, tmp_path / "resumed", steps=6, checkpoint_every=3, batch_size=2, resume=True)
+    )
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+    a = StableAudioModel.from_pretrained(tmp_path / "straight" / "checkpoint", device="cpu")
+    b = StableAudioModel.from_pretrained(tmp_path / "resumed" / "checkpoint", device="cpu")
+    args = {"prompt": "tone", "duration": 0.5, "steps": 2, "seed": 1, "progress": False}
+    assert torch.equal(a.generate(**args), b.generate(**args))
+
+
+def test_the_cli_reads_a_toml_file_and_flags_override_it(data: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "pretrain.toml"
+    config.write_text(
+        f'[pretrain]\nbase = "{checkpoint_dir("A")}"\ndata = "{data}"\noutput = "{tmp_path / "run"}"\n'
+        'steps = 50\nbatch_size = 2\nduration = 0.5\ndevice = "cpu"\nprogress = false\n'
+    )
+    rc = train_app.main(["pretrain", "--config", str(config), "--steps", "2", "--checkpoint-every", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2]
+    assert capsys.readouterr().out.strip().endswith("checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('steps = "many"', "steps must be int"),
+        ("colour = 3", "unknown option\\(s\\) colour"),
+        ("steps = [", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_are_one_line_exit_2(
+    data: Path, tmp_path: Path, capsys, text: str, message: str
+) -> None:
+    import re
+
+    config = tmp_path / "bad.toml"
+    config.write_text(f'base = "{checkpoint_dir("A")}"\ndata = "{data}"\n{text}\n')
+    rc = train_app.main(["pretrain", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_missing_required_options_are_named(capsys) -> None:
+    assert train_app.main(["pretrain", "--steps", "3"]) == 2
+    assert "missing required option(s): --base, --data" in capsys.readouterr().err
