@@ -14,7 +14,15 @@ from test_training import _write_clips
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.apps import train as train_app
-from stable_audio_3.training import PretrainConfig, pretrain, validation_loss
+from stable_audio_3.training import (
+    DistillConfig,
+    PretrainConfig,
+    distill,
+    ode_gap,
+    pretrain,
+    teacher_trajectories,
+    validation_loss,
+)
 from stable_audio_3.training.dataset import LatentCache, find_clips
 from stable_audio_3.training.objective import augment_valid_lengths, sinkhorn_coupling
 from stable_audio_3.training.pretrain import reinitialise
@@ -138,3 +146,62 @@ def test_bad_config_files_are_one_line_exit_2(
 def test_missing_required_options_are_named(capsys) -> None:
     assert train_app.main(["pretrain", "--steps", "3"]) == 2
     assert "missing required option(s): --base, --data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_distilled_student_lands_nearer_the_teachers_ode_in_8_steps(data: Path, tmp_path: Path) -> None:
+    """Teacher: fixture B (rectified_flow, random weights, so its ODE is far from straight). On
+    held-out prompts, seeds and durations, the student's 8 Euler steps without CFG end nearer the
+    teacher's 50-step result than the teacher's own 8 steps."""
+    teacher_dir = checkpoint_dir("B")
+    cfg = DistillConfig(
+        teacher=str(teacher_dir),
+        data=str(data),
+        output=str(tmp_path / "run"),
+        teacher_steps=50,
+        trajectories=24,
+        duration=1.0,
+        steps=120,
+        batch_size=4,
+        lr=1e-3,
+        ema_decay=0.0,
+        seed=0,
+        checkpoint_every=60,
+        device="cpu",
+        progress=False,
+    )
+    student_dir = distill(cfg)
+    assert len(list((tmp_path / "run").glob("trajectories-*.safetensors"))) == 1
+    losses = [loss for _, loss in _losses(tmp_path / "run")]
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    teacher = StableAudioModel.from_pretrained(teacher_dir, device="cpu")
+    student = StableAudioModel.from_pretrained(student_dir, device="cpu")
+    prompts = ["a 330 hertz tone", "a 110 hertz tone", "a 440 hertz tone", "a 220 hertz tone"]
+    held_out = teacher_trajectories(teacher, prompts, [1.0, 0.7, 1.0, 1.2], 50, 1.0, seed=10_000)
+    teacher_gap, student_gap = ode_gap(teacher, held_out, 8), ode_gap(student, held_out, 8)
+    assert student_gap < teacher_gap, (student_gap, teacher_gap)
+
+
+@pytest.mark.slow
+def test_distillation_reuses_its_cached_trajectories_and_resumes(data: Path, tmp_path: Path) -> None:
+    options = {
+        "teacher": str(checkpoint_dir("B")),
+        "data": str(data),
+        "output": str(tmp_path / "run"),
+        "teacher_steps": 4,
+        "trajectories": 4,
+        "duration": 0.5,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "device": "cpu",
+        "progress": False,
+    }
+    distill(DistillConfig(**options, steps=2))
+    cache = next((tmp_path / "run").glob("trajectories-*.safetensors"))
+    stamp = cache.stat().st_mtime_ns
+    distill(DistillConfig(**options, steps=4, resume=True))
+    assert cache.stat().st_mtime_ns == stamp
+    distill(DistillConfig(**(options | {"output": str(tmp_path / "straight")}), steps=4))
+    assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")

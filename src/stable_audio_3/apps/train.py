@@ -22,6 +22,7 @@ PROG = "stable-audio-train"
 # subcommand -> (config class name, run function name, what it does)
 STAGES = {
     "pretrain": ("PretrainConfig", "pretrain", "stage 1: flow-matching pre-training of the DiT"),
+    "distill": ("DistillConfig", "distill", "stage 2: ODE-distillation warm-up of a stage-1 model"),
     "lora": ("TrainConfig", "train_lora", "LoRA fine-tuning on a base checkpoint"),
 }
 

@@ -2,6 +2,7 @@
 
 from stable_audio_3.lora.adapters import ADAPTER_TYPES
 from stable_audio_3.training.configs import build_config, field_kinds, read_toml
+from stable_audio_3.training.distill import DistillConfig, distill, ode_gap, teacher_trajectories
 from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
 from stable_audio_3.training.objective import validation_loss
 from stable_audio_3.training.pretrain import PretrainConfig, pretrain
@@ -13,6 +14,10 @@ __all__ = [
     "validation_loss",
     "PretrainConfig",
     "pretrain",
+    "DistillConfig",
+    "distill",
+    "ode_gap",
+    "teacher_trajectories",
     "build_config",
     "field_kinds",
     "read_toml",

@@ -26,6 +26,8 @@ __all__ = [
     "save_state",
     "load_state",
     "forked_rng",
+    "wrap_ddp",
+    "Optimisation",
 ]
 
 
@@ -182,3 +184,40 @@ def forked_rng(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+class Optimisation:
+    """AdamW over `params` (the official betas), their EMA and the run's random streams, with
+    exact save and resume: what each stage's loop needs besides its loss."""
+
+    def __init__(self, params: list[nn.Parameter], cfg: Any, rank: int, state_path: Path) -> None:
+        self.params = params
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+        self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.gen = torch.Generator().manual_seed(cfg.seed + rank)
+        self.rng = random.Random(cfg.seed + rank)
+        self.state_path = state_path
+        self.step = 0
+
+    def resume(self) -> int:
+        if self.state_path.is_file():
+            state = load_state(self.state_path, self.params, self.opt, self.ema, self.gen, self.rng)
+            self.step = int(state["step"])
+        return self.step
+
+    def apply(self, loss: torch.Tensor) -> float:
+        """One optimizer step on `loss`; returns its value."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.step)
+        return float(loss.detach())
+
+    def save(self, **extra: Any) -> None:
+        save_state(self.state_path, self.step, self.params, self.opt, self.ema, self.gen, self.rng, **extra)
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """The EMA weights in place while the context is open (the trained ones without an EMA)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()

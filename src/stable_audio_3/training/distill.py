@@ -1,0 +1,277 @@
+"""Stage 2, ODE-distillation warm-up: the student learns to map noise straight to where the
+teacher's ODE takes it.
+
+The stage-1 teacher integrates its ODE (Euler, `teacher_steps`, CFG as configured) from seeded
+noise for every caption and duration of the data; the (noise, endpoint) pairs are computed once
+and cached on disk. The student (initialised from the teacher) is trained with the flow-matching
+loss on those fixed couplings: `x_t = (1 - t) x_end + t noise`, target `noise - x_end`, so its
+trajectories become straight and a few Euler steps land near the teacher's many-step result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.pipeline.lengths import plan_lengths
+from stable_audio_3.training import loop
+from stable_audio_3.training.dataset import find_clips
+from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
+from stable_audio_3.training.objective import (
+    flow_matching_loss,
+    sample_training_t,
+    shift_each,
+    training_shift,
+)
+from stable_audio_3.training.pretrain import trainable_parameters
+
+__all__ = ["DistillConfig", "Trajectories", "distill", "teacher_trajectories", "ode_gap"]
+
+
+@dataclass
+class DistillConfig:
+    """A stage-2 run."""
+
+    teacher: str  # stage-1 checkpoint folder (the student starts from it)
+    data: str  # captions (and clip lengths) to distil on: a folder or a manifest
+    output: str = "distill_out"
+    teacher_steps: int = 50
+    teacher_cfg_scale: float = 1.0
+    trajectories: int = 0  # pairs to compute (0: one per clip)
+    duration: float = 10.0  # generation length (clips shorter than this keep their own duration)
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    seed: int = 42
+    checkpoint_every: int = 500
+    device: str | None = None
+    precision: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+
+    HELP: ClassVar[dict[str, str]] = {
+        "teacher": "stage-1 checkpoint folder; the student is initialised from it",
+        "data": "captions to distil on: a folder of audio + .txt captions, or a .csv/.jsonl manifest",
+        "teacher_steps": "Euler steps of the teacher's ODE",
+        "teacher_cfg_scale": "classifier-free guidance of the teacher (the student then samples without)",
+        "trajectories": "teacher trajectories to compute and cache (0: one per clip)",
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("teacher_steps", "steps", "batch_size", "checkpoint_every"):
+            check_int(name, getattr(self, name), low=1)
+        check_int("trajectories", self.trajectories, low=0)
+        check_number("teacher_cfg_scale", self.teacher_cfg_scale)
+        check_number("duration", self.duration, low=0.0, low_open=True)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
+
+
+@dataclass
+class Trajectories:
+    """Teacher ODE pairs: for each item the noise (C, L_i) and the ODE's endpoint (C, L_i), the seed
+    the noise came from (so `generate(seed=...)` replays it) and what conditioned the teacher."""
+
+    noise: list[torch.Tensor]
+    endpoints: list[torch.Tensor]
+    seeds: list[int]
+    prompts: list[str]
+    durations: list[float]
+    valid: list[int]  # frames attention treated as real (duration + padding)
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {f"noise.{i}": n.contiguous() for i, n in enumerate(self.noise)}
+        tensors |= {f"endpoint.{i}": e.contiguous() for i, e in enumerate(self.endpoints)}
+        fields = {k: json.dumps(getattr(self, k)) for k in ("seeds", "prompts", "durations", "valid")}
+        tmp = path.with_name(f".{path.name}.partial")
+        save_file(tensors, str(tmp), fields)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Trajectories:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in f.metadata().items()}
+            n = len(meta["seeds"])
+            noise = [f.get_tensor(f"noise.{i}") for i in range(n)]
+            ends = [f.get_tensor(f"endpoint.{i}") for i in range(n)]
+        return cls(noise, ends, meta["seeds"], meta["prompts"], meta["durations"], meta["valid"])
+
+
+def _valid_frames(model, duration: float) -> int:
+    ae = model.config.pretransform.autoencoder
+    lengths = plan_lengths(
+        [duration],
+        6.0,
+        model.sample_rate,
+        ae.downsampling_ratio,
+        ae.latent_multiple,
+        model.config.sample_size,
+    )
+    return lengths.valid[0]
+
+
+@torch.no_grad()
+def teacher_trajectories(
+    teacher, prompts: list[str], durations: list[float], steps: int, cfg_scale: float, seed: int
+) -> Trajectories:
+    """Integrate the teacher's ODE (Euler, `steps`) for each (prompt, duration) from the noise of
+    seed `seed + i`: exactly what `teacher.generate(..., seed=seed + i)` starts from."""
+    noise, ends, seeds = [], [], []
+    for i, (prompt, duration) in enumerate(zip(prompts, durations, strict=True)):
+        z = teacher.generate(
+            prompt,
+            duration=duration,
+            steps=steps,
+            cfg_scale=cfg_scale,
+            seed=seed + i,
+            sampler="euler",
+            return_latents=True,
+            progress=False,
+        )
+        gen = torch.Generator(device=teacher.device).manual_seed(seed + i)
+        noise.append(torch.randn(z.shape, generator=gen, device=teacher.device)[0].cpu())
+        ends.append(z[0].float().cpu())
+        seeds.append(seed + i)
+    valid = [_valid_frames(teacher, d) for d in durations]
+    return Trajectories(noise, ends, seeds, list(prompts), list(durations), valid)
+
+
+@torch.no_grad()
+def ode_gap(model, pairs: Trajectories, steps: int, cfg_scale: float = 1.0) -> float:
+    """Mean squared distance, over valid frames, between the model's `steps`-step Euler result from
+    each pair's noise and the pair's endpoint: how closely it lands where the teacher's ODE did."""
+    total = 0.0
+    for i, prompt in enumerate(pairs.prompts):
+        z = model.generate(
+            prompt,
+            duration=pairs.durations[i],
+            steps=steps,
+            cfg_scale=cfg_scale,
+            seed=pairs.seeds[i],
+            sampler="euler",
+            return_latents=True,
+            progress=False,
+        )
+        n = pairs.valid[i]
+        total += float((z[0, :, :n].float().cpu() - pairs.endpoints[i][:, :n]).pow(2).mean())
+    return total / max(1, len(pairs.prompts))
+
+
+def _pairs(cfg: DistillConfig, teacher, out: Path, progress: bool) -> Trajectories:
+    """The cached trajectories for this teacher and data, computed when missing or stale."""
+    clips = find_clips(cfg.data)
+    count = cfg.trajectories or len(clips)
+    rng = random.Random(cfg.seed)
+    picks = [clips[i % len(clips)] if count <= len(clips) else rng.choice(clips) for i in range(count)]
+    prompts = [c.caption for c in picks]
+    durations = [min(cfg.duration, c.seconds) for c in picks]
+    key = {
+        "teacher": str(Path(cfg.teacher).resolve()),
+        "prompts": prompts,
+        "durations": durations,
+        "steps": cfg.teacher_steps,
+        "cfg": cfg.teacher_cfg_scale,
+        "seed": cfg.seed,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = out / f"trajectories-{digest}.safetensors"
+    if path.is_file():
+        return Trajectories.load(path)
+    pairs = teacher_trajectories(
+        teacher, prompts, durations, cfg.teacher_steps, cfg.teacher_cfg_scale, cfg.seed
+    )
+    pairs.save(path)
+    return pairs
+
+
+def distill(cfg: DistillConfig) -> Path:
+    """Run stage 2; returns the student's checkpoint folder (`<output>/checkpoint`)."""
+    from stable_audio_3.model import StableAudioModel
+
+    rank, world, device = loop.start_processes(cfg.device)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = StableAudioModel.from_pretrained(cfg.teacher, device=device, model_half=False)
+    pairs = _pairs(cfg, model, out, cfg.progress and rank == 0)
+    run = loop.Optimisation(trainable_parameters(model), cfg, rank, out / "train_state.pt")
+    if cfg.resume:
+        run.resume()
+    step_fn = loop.wrap_ddp(_Student(model, training_shift(model)), world, model.device)
+    log = loop.MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
+    bar = loop.progress_bar(cfg.progress and rank == 0, cfg.steps, run.step, "distilling")
+    encoder = text_encoder_folder(cfg.teacher, model.config.raw)
+    model.networks.dit.train()
+    try:
+        while run.step < cfg.steps:
+            picks = [run.rng.randrange(len(pairs.prompts)) for _ in range(cfg.batch_size)]
+            with loop.autocast(cfg.precision, model.device):
+                loss = step_fn(pairs, picks, run.gen)
+            value = run.apply(loss)
+            log.write(run.step, loss=value, lr=cfg.lr)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+            if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps):
+                run.save(config=asdict(cfg))
+                with run.averaged():
+                    write_checkpoint(model.networks, out / "checkpoint", model.config.raw, encoder)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+        model.networks.dit.eval()
+        loop.stop_processes(world)
+    return out / "checkpoint"
+
+
+class _Student(torch.nn.Module):
+    """The flow-matching loss on the teacher's fixed (noise, endpoint) couplings."""
+
+    def __init__(self, model, shift) -> None:
+        super().__init__()
+        self.networks = model.networks
+        self.model = [model]
+        self.shift = shift
+
+    def forward(self, pairs: Trajectories, picks: list[int], generator: torch.Generator) -> torch.Tensor:
+        model = self.model[0]
+        device = model.device
+        length = max(pairs.endpoints[i].shape[-1] for i in picks)
+
+        def stacked(items: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([F.pad(items[i], (0, length - items[i].shape[-1])) for i in picks]).to(device)
+
+        x_end, noise = stacked(pairs.endpoints), stacked(pairs.noise)
+        b, c, _ = x_end.shape
+        ratio = model.config.pretransform.autoencoder.downsampling_ratio
+        effective = torch.tensor([-(-int(pairs.durations[i] * model.sample_rate) // ratio) for i in picks])
+        t = shift_each(self.shift, sample_training_t(b, generator), effective.float()).to(device)
+        x_t = (1 - t)[:, None, None] * x_end + t[:, None, None] * noise
+        valid_n = torch.tensor([pairs.valid[i] for i in picks], device=device)
+        valid = torch.arange(length, device=device)[None] < valid_n[:, None]
+        cond = model.condition([pairs.prompts[i] for i in picks], None, [pairs.durations[i] for i in picks])
+        local = torch.zeros(b, 1 + c, length, device=device, dtype=x_end.dtype)
+        v = self.networks.dit(
+            x_t,
+            t,
+            cross_cond=cond.cross_cond,
+            global_cond=cond.global_cond,
+            local_cond=local,
+            padding_mask=valid,
+        )
+        return flow_matching_loss(v, noise - x_end, torch.zeros(b, 1, length, device=device), valid)
