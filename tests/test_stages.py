@@ -16,9 +16,11 @@ from stable_audio_3 import StableAudioModel
 from stable_audio_3.apps import train as train_app
 from stable_audio_3.training import (
     DistillConfig,
+    PostTrainConfig,
     PretrainConfig,
     distill,
     ode_gap,
+    post_train,
     pretrain,
     teacher_trajectories,
     validation_loss,
@@ -205,3 +207,50 @@ def test_distillation_reuses_its_cached_trajectories_and_resumes(data: Path, tmp
     assert cache.stat().st_mtime_ns == stamp
     distill(DistillConfig(**(options | {"output": str(tmp_path / "straight")}), steps=4))
     assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")
+
+
+def _post_config(data: Path, out: Path, **overrides) -> PostTrainConfig:
+    options = {
+        "model": str(checkpoint_dir("B")),
+        "data": str(data),
+        "output": str(out),
+        "steps": 30,
+        "batch_size": 4,
+        "duration": 1.0,
+        "lr": 1e-4,
+        "lr_discriminator": 3e-3,
+        "seed": 0,
+        "checkpoint_every": 15,
+        "device": "cpu",
+        "progress": False,
+    }
+    return PostTrainConfig(**(options | overrides))
+
+
+def _metric(out: Path, key: str) -> list[float]:
+    return [json.loads(line)[key] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_post_training_gives_a_pingpong_rf_denoiser_and_the_discriminator_learns(
+    data: Path, tmp_path: Path
+) -> None:
+    folder = post_train(_post_config(data, tmp_path / "run"))
+    loss_d = _metric(tmp_path / "run", "loss_d")
+    assert len(loss_d) == 30 and sum(loss_d[-5:]) < sum(loss_d[:5])
+    model = StableAudioModel.from_pretrained(folder, device="cpu")
+    assert model.config.diffusion.objective == "rf_denoiser"
+    audio = model.generate("a 220 hertz tone", duration=1.0, steps=8, seed=0, progress=False)
+    assert model.last_record.sampler == "pingpong" and model.last_record.cfg_scale == 1.0
+    assert audio.shape == (1, 2, model.sample_rate) and torch.isfinite(audio).all()
+
+
+@pytest.mark.slow
+def test_a_resumed_post_training_run_matches_an_uninterrupted_one(data: Path, tmp_path: Path) -> None:
+    post_train(_post_config(data, tmp_path / "straight", steps=4, checkpoint_every=2, batch_size=2))
+    post_train(_post_config(data, tmp_path / "resumed", steps=2, checkpoint_every=2, batch_size=2))
+    post_train(
+        _post_config(data, tmp_path / "resumed", steps=4, checkpoint_every=2, batch_size=2, resume=True)
+    )
+    for key in ("loss_d", "loss_g"):
+        assert _metric(tmp_path / "resumed", key) == _metric(tmp_path / "straight", key)

@@ -23,6 +23,7 @@ PROG = "stable-audio-train"
 STAGES = {
     "pretrain": ("PretrainConfig", "pretrain", "stage 1: flow-matching pre-training of the DiT"),
     "distill": ("DistillConfig", "distill", "stage 2: ODE-distillation warm-up of a stage-1 model"),
+    "post-train": ("PostTrainConfig", "post_train", "stage 3: adversarial post-training to an rf_denoiser"),
     "lora": ("TrainConfig", "train_lora", "LoRA fine-tuning on a base checkpoint"),
 }
 

@@ -5,6 +5,7 @@ from stable_audio_3.training.configs import build_config, field_kinds, read_toml
 from stable_audio_3.training.distill import DistillConfig, distill, ode_gap, teacher_trajectories
 from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
 from stable_audio_3.training.objective import validation_loss
+from stable_audio_3.training.post_train import PostTrainConfig, post_train
 from stable_audio_3.training.pretrain import PretrainConfig, pretrain
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "validation_loss",
     "PretrainConfig",
     "pretrain",
+    "PostTrainConfig",
+    "post_train",
     "DistillConfig",
     "distill",
     "ode_gap",

@@ -5,7 +5,6 @@ frozen. The result is a `rectified_flow` checkpoint folder in the official layou
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,20 +108,11 @@ class _Run:
     model: Any
     clips: list
     latents: list[torch.Tensor]
-    params: list[nn.Parameter]
-    opt: torch.optim.Optimizer
-    ema: loop.EMA | None
+    optim: loop.Optimisation
     step_fn: nn.Module
-    gen: torch.Generator
-    rng: random.Random
     out: Path
     silence: torch.Tensor
     encoder: Path
-    step: int = 0
-
-    @property
-    def state_path(self) -> Path:
-        return self.out / "train_state.pt"
 
 
 def _setup(cfg: PretrainConfig) -> _Run:
@@ -153,69 +143,60 @@ def _setup(cfg: PretrainConfig) -> _Run:
         model=model,
         clips=clips,
         latents=latents,
-        params=params,
-        opt=torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)),
-        ema=loop.EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        optim=loop.Optimisation(params, cfg, rank, out / "train_state.pt"),
         step_fn=loop.wrap_ddp(objective, world, model.device),
-        gen=torch.Generator().manual_seed(cfg.seed + rank),
-        rng=random.Random(cfg.seed + rank),
         out=out,
         silence=silence_frame(model),
         encoder=text_encoder_folder(cfg.base, model.config.raw),
     )
-    if cfg.resume and run.state_path.is_file():
-        run.step = loop.load_state(run.state_path, params, run.opt, run.ema, run.gen, run.rng)["step"]
+    if cfg.resume:
+        run.optim.resume()
     return run
 
 
 def _train_step(run: _Run) -> float:
-    cfg, model = run.cfg, run.model
+    cfg, model, optim = run.cfg, run.model, run.optim
     ratio = model.config.pretransform.autoencoder.downsampling_ratio
     max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
+    frame_rate = (model.sample_rate, ratio)
     batch = sample_batch(
-        run.clips,
-        run.latents,
-        cfg.batch_size,
-        max_frames,
-        (model.sample_rate, ratio),
-        run.rng,
-        model.device,
-        run.silence,
+        run.clips, run.latents, cfg.batch_size, max_frames, frame_rate, optim.rng, model.device, run.silence
     )
     with loop.autocast(cfg.precision, model.device):
-        loss = run.step_fn(batch, run.gen, run.rng)
-    run.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    run.opt.step()
-    run.step += 1
-    if run.ema is not None:
-        run.ema.update(run.step)
-    return float(loss.detach())
+        loss = run.step_fn(batch, optim.gen, optim.rng)
+    return optim.apply(loss)
 
 
 def _checkpoint(run: _Run) -> None:
     """Resume state, checkpoint folder and samples, at their cadences (rank 0 only)."""
-    cfg, step = run.cfg, run.step
+    cfg, step = run.cfg, run.optim.step
     if run.rank != 0:
         return
     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-        loop.save_state(run.state_path, step, run.params, run.opt, run.ema, run.gen, run.rng)
-        _write(run.model, run.ema, run.out / "checkpoint", run.encoder)
+        run.optim.save()
+        with run.optim.averaged():
+            write_checkpoint(
+                run.model.networks,
+                run.out / "checkpoint",
+                run.model.config.raw,
+                run.encoder,
+                objective="rectified_flow",
+            )
     due = step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)
     if cfg.sample_prompts and due:
-        _samples(run.model, run.ema, cfg, run.out / "samples", step)
+        _samples(run, run.out / "samples", step)
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run stage 1; returns the checkpoint folder (`<output>/checkpoint`)."""
     run = _setup(cfg)
     log = loop.MetricsLog(run.out, enabled=run.rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, run.step, "pre-training")
+    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, run.optim.step, "pre-training")
     run.model.networks.dit.train()
     try:
-        while run.step < cfg.steps:
+        while run.optim.step < cfg.steps:
             value = _train_step(run)
-            log.write(run.step, loss=value, lr=cfg.lr)
+            log.write(run.optim.step, loss=value, lr=cfg.lr)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
@@ -229,18 +210,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
     return run.out / "checkpoint"
 
 
-def _write(model, ema: loop.EMA | None, folder: Path, encoder: Path) -> None:
-    with ema.applied() if ema is not None else _nothing():
-        write_checkpoint(model.networks, folder, model.config.raw, encoder, objective="rectified_flow")
-
-
-def _samples(model, ema: loop.EMA | None, cfg: PretrainConfig, folder: Path, step: int) -> None:
+def _samples(run: _Run, folder: Path, step: int) -> None:
     """Validation samples from the EMA weights: fixed prompts and seeds, so steps compare."""
     from stable_audio_3.audio import write_audio
 
+    model, cfg = run.model, run.cfg
     folder.mkdir(parents=True, exist_ok=True)
     model.networks.dit.eval()
-    with ema.applied() if ema is not None else _nothing():
+    with run.optim.averaged():
         audio = model.generate(
             list(cfg.sample_prompts),
             duration=cfg.duration,
@@ -253,9 +230,3 @@ def _samples(model, ema: loop.EMA | None, cfg: PretrainConfig, folder: Path, ste
         write_audio(folder / f"step{step:06d}_{i}.wav", item, model.sample_rate)
     model.networks.conditioners[model.config.prompt.id].clear_cache()  # inference tensors
     model.networks.dit.train()
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()

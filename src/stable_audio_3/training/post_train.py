@@ -1,0 +1,274 @@
+"""Stage 3, adversarial post-training: turns a stage-1/2 model into an `rf_denoiser` checkpoint
+sampled with ping-pong in ~8 steps without CFG.
+
+The generator denoises real latents noised to a random level in one step (`x0 = x_t - t v`). A
+discriminator built on a copy of the pre-trained DiT trunk (frozen by default) with a small head
+scores latents re-noised to a shared level, conditioned on the prompt. Losses: relativistic
+(real against generated, both directions) and contrastive (a latent must score higher with its
+own prompt than with another item's). The paper's CLAP text-alignment loss is left out: at demo
+scale there is no CLAP model to use; the contrastive term is what aligns text here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.training import loop
+from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, sample_batch, silence_frame
+from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
+from stable_audio_3.training.objective import sample_training_t, shift_each, training_shift
+from stable_audio_3.training.pretrain import trainable_parameters
+
+__all__ = ["PostTrainConfig", "post_train", "Discriminator"]
+
+
+@dataclass
+class PostTrainConfig:
+    """A stage-3 run."""
+
+    model: str  # stage-2 (or stage-1) checkpoint: the generator's start and the discriminator's trunk
+    data: str
+    output: str = "post_train_out"
+    steps: int = 1000
+    batch_size: int = 4
+    duration: float = 10.0
+    lr: float = 1e-5
+    lr_discriminator: float = 1e-4
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    contrastive_weight: float = 1.0
+    train_trunk: bool = False
+    seed: int = 42
+    checkpoint_every: int = 500
+    device: str | None = None
+    precision: str = "auto"
+    cache_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+
+    HELP: ClassVar[dict[str, str]] = {
+        "model": "stage-2 (or stage-1) checkpoint: generator start and discriminator trunk",
+        "lr_discriminator": "learning rate of the discriminator's head (and trunk with --train-trunk)",
+        "contrastive_weight": "weight of the matched-vs-mismatched prompt loss",
+        "train_trunk": "also train the discriminator's DiT trunk (frozen by default)",
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("lr", "lr_discriminator", "duration"):
+            check_number(name, getattr(self, name), low=0.0, low_open=True)
+        check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
+        check_number("contrastive_weight", self.contrastive_weight, low=0.0)
+
+
+class Discriminator(nn.Module):
+    """A score per item: the trunk DiT's hidden states at its middle block, through a small head
+    (norm, linear to one logit per frame), averaged over valid frames."""
+
+    def __init__(self, trunk_model, train_trunk: bool, seed: int = 0) -> None:
+        super().__init__()
+        self.trunk_model = [trunk_model]
+        self.trunk = trunk_model.networks.dit
+        self.trunk.requires_grad_(train_trunk)
+        width = self.trunk.config.embed_dim
+        with loop.forked_rng(seed):  # the head's initialisation is part of the run's seed
+            layers = (nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
+            self.head = nn.Sequential(*layers)
+        self._features: torch.Tensor | None = None
+        block = self.trunk.blocks[len(self.trunk.blocks) // 2]
+        block.register_forward_hook(lambda _m, _i, out: setattr(self, "_features", out))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond, valid: torch.Tensor) -> torch.Tensor:
+        length = x.shape[-1]
+        local = torch.zeros(x.shape[0], 1 + x.shape[1], length, device=x.device, dtype=x.dtype)
+        self.trunk(
+            x,
+            t,
+            cross_cond=cond.cross_cond,
+            global_cond=cond.global_cond,
+            local_cond=local,
+            padding_mask=valid,
+        )
+        h = self._features[:, -length:].float()  # drop memory tokens
+        logits = self.head(h)[..., 0]
+        w = valid.float()
+        return (logits * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+def _relativistic(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean softplus(-(a - b)): low when `a` scores above `b`."""
+    return F.softplus(b - a).mean()
+
+
+def _denoise(model, batch: Batch, gen: torch.Generator, shift) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """The generator's one-step estimate from the real latents noised to a random level."""
+    x0 = batch.latents
+    t = shift_each(shift, sample_training_t(len(x0), gen), torch.tensor(batch.effective, dtype=torch.float32))
+    t = t.to(x0.device)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    x_t = (1 - t)[:, None, None] * x0 + t[:, None, None] * noise
+    valid = _valid(batch)
+    cond = model.condition(batch.prompts, None, batch.seconds)
+    local = torch.zeros(x0.shape[0], 1 + x0.shape[1], x0.shape[-1], device=x0.device, dtype=x0.dtype)
+    v = model.networks.dit(
+        x_t, t, cross_cond=cond.cross_cond, global_cond=cond.global_cond, local_cond=local, padding_mask=valid
+    )
+    return x_t - t[:, None, None] * v, valid, cond
+
+
+def _valid(batch: Batch) -> torch.Tensor:
+    length = batch.latents.shape[-1]
+    device = batch.latents.device
+    return torch.arange(length, device=device)[None] < torch.tensor(batch.valid, device=device)[:, None]
+
+
+def _renoise(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return (1 - t)[:, None, None] * x + t[:, None, None] * noise
+
+
+def _discriminator_loss(d: Discriminator, real_n, fake_n, t_d, cond, rolled, valid, weight: float):
+    """Relativistic real-above-generated plus contrastive matched-above-mismatched (real latents)."""
+    s_real = d(real_n, t_d, cond, valid)
+    contrast = _relativistic(s_real, d(real_n, t_d, rolled, valid))
+    return _relativistic(s_real, d(fake_n, t_d, cond, valid)) + weight * contrast, contrast
+
+
+def _generator_loss(d: Discriminator, real_n, fake_n, t_d, cond, rolled, valid, weight: float):
+    """Relativistic generated-above-real plus generated-with-own-prompt above mismatched."""
+    s_fake = d(fake_n, t_d, cond, valid)
+    with torch.no_grad():
+        s_real = d(real_n, t_d, cond, valid)
+    return _relativistic(s_fake, s_real) + weight * _relativistic(s_fake, d(fake_n, t_d, rolled, valid))
+
+
+@dataclass
+class _Run:
+    """The state of one stage-3 run between steps."""
+
+    cfg: PostTrainConfig
+    rank: int
+    world: int
+    model: object
+    disc: Discriminator
+    clips: list
+    latents: list[torch.Tensor]
+    generator: loop.Optimisation
+    discriminator: loop.Optimisation
+    silence: torch.Tensor
+    encoder: Path
+    out: Path
+
+
+def _setup(cfg: PostTrainConfig) -> _Run:
+    from stable_audio_3.model import StableAudioModel
+
+    rank, world, device = loop.start_processes(cfg.device)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = StableAudioModel.from_pretrained(cfg.model, device=device, model_half=False)
+    trunk = StableAudioModel.from_pretrained(cfg.model, device=device, model_half=False)
+    disc = Discriminator(trunk, cfg.train_trunk, cfg.seed)
+    disc.head.to(model.device)
+    clips = find_clips(cfg.data)
+    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
+    d_cfg = SimpleNamespace(
+        lr=cfg.lr_discriminator, weight_decay=cfg.weight_decay, ema_decay=0.0, seed=cfg.seed
+    )
+    d_params = [p for p in disc.parameters() if p.requires_grad]
+    run = _Run(
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        model=model,
+        disc=disc,
+        clips=clips,
+        latents=cache.encode_all(clips, progress=cfg.progress and rank == 0),
+        generator=loop.Optimisation(trainable_parameters(model), cfg, rank, out / "train_state.pt"),
+        discriminator=loop.Optimisation(d_params, d_cfg, rank, out / "train_state_discriminator.pt"),
+        silence=silence_frame(model),
+        encoder=text_encoder_folder(cfg.model, model.config.raw),
+        out=out,
+    )
+    if cfg.resume:
+        run.generator.resume()
+        run.discriminator.resume()
+    return run
+
+
+def post_train(cfg: PostTrainConfig) -> Path:
+    """Run stage 3; returns the `rf_denoiser` checkpoint folder (`<output>/checkpoint`)."""
+    run = _setup(cfg)
+    model, g = run.model, run.generator
+    shift = training_shift(model)
+    ratio = model.config.pretransform.autoencoder.downsampling_ratio
+    max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
+    log = loop.MetricsLog(run.out, enabled=run.rank == 0, tensorboard=cfg.tensorboard)
+    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, g.step, "post-training")
+    model.networks.dit.train()
+    try:
+        while g.step < cfg.steps:
+            batch = sample_batch(
+                run.clips,
+                run.latents,
+                cfg.batch_size,
+                max_frames,
+                (model.sample_rate, ratio),
+                g.rng,
+                model.device,
+                run.silence,
+            )
+            with loop.autocast(cfg.precision, model.device):
+                values = _step(model, run.disc, batch, g, run.discriminator, shift, cfg.contrastive_weight)
+            log.write(g.step, **values)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}")
+            if run.rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
+                _save(run)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+        model.networks.dit.eval()
+        loop.stop_processes(run.world)
+    return run.out / "checkpoint"
+
+
+def _save(run: _Run) -> None:
+    run.generator.save(config=asdict(run.cfg))
+    run.discriminator.save()
+    with run.generator.averaged():
+        write_checkpoint(
+            run.model.networks,
+            run.out / "checkpoint",
+            run.model.config.raw,
+            run.encoder,
+            objective="rf_denoiser",
+        )
+
+
+def _step(model, disc, batch, gen_run, d_run, shift, weight: float) -> dict[str, float]:
+    """One discriminator update, then one generator update against the updated discriminator."""
+    fake, valid, _ = _denoise(model, batch, gen_run.gen, shift)
+    b = len(batch.prompts)
+    trunk = disc.trunk_model[0]  # the discriminator conditions with its own (frozen) conditioners
+    cond = trunk.condition(batch.prompts, None, batch.seconds)
+    rolled = trunk.condition([batch.prompts[(i + 1) % b] for i in range(b)], None, batch.seconds)
+    t_d = sample_training_t(b, gen_run.gen).to(fake.device)
+    noise = torch.randn(fake.shape, generator=gen_run.gen).to(fake.device)
+    real_n, fake_n = _renoise(batch.latents, t_d, noise), _renoise(fake, t_d, noise)
+    loss_d, contrast = _discriminator_loss(disc, real_n, fake_n.detach(), t_d, cond, rolled, valid, weight)
+    value_d = d_run.apply(loss_d)
+    loss_g = _generator_loss(disc, real_n, fake_n, t_d, cond, rolled, valid, weight)
+    value_g = gen_run.apply(loss_g)
+    return {"loss_d": value_d, "loss_g": value_g, "contrastive": float(contrast.detach())}
