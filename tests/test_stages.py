@@ -254,3 +254,43 @@ def test_a_resumed_post_training_run_matches_an_uninterrupted_one(data: Path, tm
     )
     for key in ("loss_d", "loss_g"):
         assert _metric(tmp_path / "resumed", key) == _metric(tmp_path / "straight", key)
+
+
+@pytest.mark.slow
+def test_pretraining_under_torchrun_with_two_cpu_processes(data: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "stable_audio_3.apps.train",
+        "pretrain",
+        "--base",
+        str(checkpoint_dir("A")),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--duration",
+        "0.5",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--checkpoint-every",
+        "3",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3]  # rank 0 logs, once per step
+    model = StableAudioModel.from_pretrained(tmp_path / "run" / "checkpoint", device="cpu")
+    assert torch.isfinite(model.generate("tone", duration=0.5, steps=2, seed=0, progress=False)).all()
