@@ -15,6 +15,7 @@ from test_training import _write_clips
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.apps import train as train_app
 from stable_audio_3.training import (
+    AutoencoderTrainConfig,
     DistillConfig,
     PostTrainConfig,
     PretrainConfig,
@@ -23,6 +24,7 @@ from stable_audio_3.training import (
     post_train,
     pretrain,
     teacher_trajectories,
+    train_autoencoder,
     validation_loss,
 )
 from stable_audio_3.training.dataset import LatentCache, find_clips
@@ -294,3 +296,73 @@ def test_pretraining_under_torchrun_with_two_cpu_processes(data: Path, tmp_path:
     assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3]  # rank 0 logs, once per step
     model = StableAudioModel.from_pretrained(tmp_path / "run" / "checkpoint", device="cpu")
     assert torch.isfinite(model.generate("tone", duration=0.5, steps=2, seed=0, progress=False)).all()
+
+
+def _autoencoder_json(tmp_path: Path, **changes) -> Path:
+    """A standalone autoencoder config: fixture A's SAME section, optionally reshaped."""
+    raw = json.loads((checkpoint_dir("A") / "model_config.json").read_text())
+    section = raw["model"]["pretransform"]["config"]
+    rate = changes.pop("sample_rate", raw["sample_rate"])
+    if changes:  # another patch size, stride and latent width, consistently across the sections
+        patch, stride, latent = changes["patch_size"], changes["stride"], changes["latent_dim"]
+        section["pretransform"]["config"]["patch_size"] = patch
+        for side, key in (("encoder", "in_channels"), ("decoder", "out_channels")):
+            section[side]["config"].update({key: 2 * patch, "strides": [stride], "latent_dim": latent})
+        section["bottleneck"]["config"]["dim"] = latent
+        section.update(latent_dim=latent, downsampling_ratio=patch * stride)
+    path = tmp_path / "autoencoder.json"
+    path.write_text(json.dumps({"sample_rate": rate, "model": section}))
+    return path
+
+
+def _ae_config(tmp_path: Path, data: Path, config: Path, **overrides) -> AutoencoderTrainConfig:
+    options = {
+        "base": str(config),
+        "data": str(data),
+        "output": str(tmp_path / "run"),
+        "steps": 20,
+        "batch_size": 4,
+        "duration": 0.5,
+        "lr": 2e-3,
+        "seed": 0,
+        "checkpoint_every": 10,
+        "device": "cpu",
+        "progress": False,
+    }
+    return AutoencoderTrainConfig(**(options | overrides))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "shape",
+    [{}, {"sample_rate": 8000, "patch_size": 8, "stride": 8, "latent_dim": 4}],
+    ids=["fixture-shape", "8kHz-patch8-stride8-4ch"],
+)
+def test_autoencoder_training_lowers_the_reconstruction_loss(data: Path, tmp_path: Path, shape: dict) -> None:
+    from stable_audio_3 import AutoencoderModel
+    from stable_audio_3.training.autoencoder_trainer import crop_samples, load_waves, reconstruction_loss
+
+    folder = train_autoencoder(_ae_config(tmp_path, data, _autoencoder_json(tmp_path, **shape)))
+    stft = _metric(tmp_path / "run", "stft")
+    assert len(stft) == 20 and sum(stft[-5:]) < 0.95 * sum(stft[:5])
+    model = AutoencoderModel.from_pretrained(folder, device="cpu")
+    rate = shape.get("sample_rate", SR)
+    assert model.sample_rate == rate
+    assert model.autoencoder.config.latent_dim == shape.get("latent_dim", 8)
+    assert float(model.autoencoder.bottleneck.running_std) != 1.0  # measured on the data
+    waves = load_waves(find_clips(data, captions=False), rate, 2)
+    n = crop_samples(model.autoencoder, 0.5, rate)
+    assert reconstruction_loss(model.autoencoder, waves, n, rate) < stft[0]
+    z = model.encode(waves[0], sample_rate=rate)
+    assert torch.isfinite(model.decode(z)).all()
+
+
+@pytest.mark.slow
+def test_adversarial_autoencoder_training_runs_and_resumes_exactly(data: Path, tmp_path: Path) -> None:
+    config = _autoencoder_json(tmp_path)
+    common = {"adversarial": True, "checkpoint_every": 2, "batch_size": 2}
+    train_autoencoder(_ae_config(tmp_path / "a", data, config, steps=4, **common))
+    train_autoencoder(_ae_config(tmp_path / "b", data, config, steps=2, **common))
+    train_autoencoder(_ae_config(tmp_path / "b", data, config, steps=4, resume=True, **common))
+    for key in ("stft", "loss_d", "feature_matching"):
+        assert _metric(tmp_path / "b" / "run", key) == _metric(tmp_path / "a" / "run", key)

@@ -21,6 +21,11 @@ __all__ = ["main", "build_parser", "STAGES"]
 PROG = "stable-audio-train"
 # subcommand -> (config class name, run function name, what it does)
 STAGES = {
+    "autoencoder": (
+        "AutoencoderTrainConfig",
+        "train_autoencoder",
+        "a SAME-shaped autoencoder for any official config",
+    ),
     "pretrain": ("PretrainConfig", "pretrain", "stage 1: flow-matching pre-training of the DiT"),
     "distill": ("DistillConfig", "distill", "stage 2: ODE-distillation warm-up of a stage-1 model"),
     "post-train": ("PostTrainConfig", "post_train", "stage 3: adversarial post-training to an rf_denoiser"),

@@ -9,6 +9,8 @@ second half of the stack; SAME-L uses a sliding window of one latent on each sid
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +50,14 @@ class WeightNormConv1d(nn.Module):
         self.weight_v = nn.Parameter(torch.zeros(cout, cin, kernel))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         self.kernel = kernel
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A fresh layer: `v` as a default conv initialisation and `g = ||v||`, so `w = v` (loading
+        a checkpoint overwrites both)."""
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))
+            self.weight_g.copy_(self.weight_v.norm(dim=(1, 2), keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.weight_v

@@ -1,6 +1,7 @@
 """Training on top of the public model: LoRA fine-tuning and the Stable Audio 3 stages."""
 
 from stable_audio_3.lora.adapters import ADAPTER_TYPES
+from stable_audio_3.training.autoencoder_trainer import AutoencoderTrainConfig, train_autoencoder
 from stable_audio_3.training.configs import build_config, field_kinds, read_toml
 from stable_audio_3.training.distill import DistillConfig, distill, ode_gap, teacher_trajectories
 from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
@@ -15,6 +16,8 @@ __all__ = [
     "validation_loss",
     "PretrainConfig",
     "pretrain",
+    "AutoencoderTrainConfig",
+    "train_autoencoder",
     "PostTrainConfig",
     "post_train",
     "DistillConfig",

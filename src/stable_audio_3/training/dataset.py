@@ -65,9 +65,10 @@ def _pick(row: dict, names: tuple[str, ...], what: str, where: str) -> str:
     raise ArgumentValueError(f"{where}: no {what} column (expected one of {', '.join(names)})")
 
 
-def find_clips(data: str | Path) -> list[Clip]:
+def find_clips(data: str | Path, captions: bool = True) -> list[Clip]:
     """A folder of audio files with same-stem `.txt` captions, or a CSV / JSONL manifest with a
-    path column (relative to the manifest) and a caption column."""
+    path column (relative to the manifest) and a caption column. `captions=False` (autoencoder
+    training) takes every audio file and leaves captions empty."""
     data = Path(data)
     clips: list[Clip] = []
     if data.is_file():
@@ -78,15 +79,17 @@ def find_clips(data: str | Path) -> list[Clip]:
             audio = (data.parent / _pick(row, _PATH_COLUMNS, "path", where)).resolve()
             if not audio.is_file():
                 raise MissingFileError(f"{where}: audio file not found: {audio}")
-            clips.append(Clip(audio, _pick(row, _CAPTION_COLUMNS, "caption", where), _duration(audio)))
+            caption = _pick(row, _CAPTION_COLUMNS, "caption", where) if captions else ""
+            clips.append(Clip(audio, caption, _duration(audio)))
     elif data.is_dir():
         for audio in sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
             if any(part.startswith(".") for part in audio.relative_to(data).parts):
                 continue
             caption = audio.with_suffix(".txt")
-            if not caption.is_file():
+            if captions and not caption.is_file():
                 raise ArgumentValueError(f"{audio} has no caption file {caption.name}")
-            clips.append(Clip(audio, caption.read_text().strip(), _duration(audio)))
+            text = caption.read_text().strip() if captions else ""
+            clips.append(Clip(audio, text, _duration(audio)))
     else:
         raise MissingFileError(f"training data not found: {data}")
     if not clips:

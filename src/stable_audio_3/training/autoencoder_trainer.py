@@ -1,0 +1,266 @@
+"""Training a SAME-shaped autoencoder for any configuration the official schema allows (another
+sample rate, latent width, patch size or stride): multi-resolution STFT reconstruction, an optional
+multi-scale STFT discriminator with feature matching, a soft-norm penalty that keeps the latents
+near zero mean and unit variance per channel, and the bottleneck's `running_std` measured on the
+data at every checkpoint. The output is a standalone autoencoder folder in the official layout
+(`AutoencoderModel.from_pretrained(dir)` loads it)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import torch
+
+from stable_audio_3.audio import read_audio, to_waveform
+from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.errors import ConfigError
+from stable_audio_3.models.same import SAMEAutoencoder
+from stable_audio_3.official import hub
+from stable_audio_3.official.checkpoint import (
+    export_official_state_dict,
+    load_official_state_dict,
+    read_safetensors,
+)
+from stable_audio_3.official.config import read_config_json
+from stable_audio_3.official.same_config import SAMEConfig
+from stable_audio_3.training import loop
+from stable_audio_3.training.audio_losses import (
+    MultiResolutionSTFTLoss,
+    MultiScaleSTFTDiscriminator,
+    hinge_d,
+    hinge_g,
+    stft_sizes,
+)
+from stable_audio_3.training.dataset import find_clips
+
+__all__ = ["AutoencoderTrainConfig", "train_autoencoder", "reconstruction_loss", "crop_samples", "load_waves"]
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    """An autoencoder training run."""
+
+    base: str  # a model_config.json (standalone or full checkpoint), or a checkpoint folder to continue
+    data: str  # a folder of audio files (captions not needed) or a manifest
+    output: str = "autoencoder_out"
+    steps: int = 10000
+    batch_size: int = 8
+    duration: float = 1.0  # crop length in seconds
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.0
+    adversarial: bool = False
+    adversarial_weight: float = 0.1
+    feature_matching_weight: float = 1.0
+    lr_discriminator: float = 1e-4
+    latent_weight: float = 0.01  # soft-norm penalty: per-channel mean 0, std 1
+    seed: int = 42
+    checkpoint_every: int = 1000
+    device: str | None = None
+    precision: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+
+    HELP: ClassVar[dict[str, str]] = {
+        "base": "model_config.json with an autoencoder section (random init), or a checkpoint folder",
+        "data": "folder of audio files (captions not needed), or a .csv/.jsonl manifest",
+        "adversarial": "add the multi-scale STFT discriminator and feature matching",
+        "latent_weight": "weight of the soft-norm penalty (latent mean 0, std 1 per channel)",
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("duration", "lr", "lr_discriminator"):
+            check_number(name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("adversarial_weight", "feature_matching_weight", "latent_weight"):
+            check_number(name, getattr(self, name), low=0.0)
+
+
+def _standalone_config(source: str) -> tuple[dict[str, Any], Path | None]:
+    """The standalone config ({"model": <autoencoder section>, ...}) and the weights to start from."""
+    path = Path(source)
+    weights = None
+    if path.is_dir():
+        files = hub.resolve_autoencoder(path)
+        path, weights = files.config, files.weights
+    raw = read_config_json(path)
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    pre = model.get("pretransform")
+    section = model if "encoder" in model else pre.get("config") if isinstance(pre, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path} holds no autoencoder config")
+    rate = raw.get("sample_rate", 44100)
+    config = {
+        "model_type": "autoencoder",
+        "sample_rate": rate,
+        "audio_channels": section.get("io_channels", 2),
+        "model": copy.deepcopy(section),
+    }
+    return config, weights
+
+
+def _build(config: dict[str, Any], weights: Path | None, device, seed: int) -> SAMEAutoencoder:
+    cfg = SAMEConfig.from_official(config["model"])
+    with loop.forked_rng(seed):
+        ae = SAMEAutoencoder(cfg)
+    if weights is not None:
+        state = read_safetensors(weights)
+        prefix = "pretransform.model."
+        if any(k.startswith(prefix) for k in state):
+            load_official_state_dict(ae, state, strip_prefix=prefix)
+        else:
+            load_official_state_dict(ae, state, autoencoder_only=True)
+    return ae.to(device)
+
+
+def load_waves(clips, sample_rate: int, channels: int) -> list[torch.Tensor]:
+    return [
+        to_waveform(read_audio(c.path, argument="data"), str(c.path), sample_rate, channels) for c in clips
+    ]
+
+
+def _crops(waves: list[torch.Tensor], batch: int, samples: int, rng: random.Random, device) -> torch.Tensor:
+    """Random crops of `samples` (zero-padded when a clip is shorter), with a random polarity."""
+    out = []
+    for _ in range(batch):
+        w = waves[rng.randrange(len(waves))]
+        start = rng.randrange(0, w.shape[-1] - samples + 1) if w.shape[-1] > samples else 0
+        crop = torch.nn.functional.pad(w[:, start : start + samples], (0, max(0, samples - w.shape[-1])))
+        out.append(crop * (-1.0 if rng.random() < 0.5 else 1.0))
+    return torch.stack(out).to(device)
+
+
+def crop_samples(ae: SAMEAutoencoder, duration: float, sample_rate: int) -> int:
+    """Samples per training crop: `duration` rounded down to whole latent windows (at least one)."""
+    granule = ae.config.downsampling_ratio * ae.config.latent_multiple
+    return max(granule, int(duration * sample_rate) // granule * granule)
+
+
+def _soft_norm_penalty(z: torch.Tensor) -> torch.Tensor:
+    mean = z.float().mean(dim=(0, 2))
+    std = z.float().std(dim=(0, 2))
+    return (mean.pow(2) + (std - 1).pow(2)).mean()
+
+
+def _forward(
+    ae: SAMEAutoencoder, audio: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction, latents); during training the latents get the bottleneck's 5e-2 noise."""
+    z = ae.encode(audio)
+    noisy = z + 0.05 * torch.randn(z.shape, generator=gen).to(z.device) if ae.config.noise_regularize else z
+    return ae.decode(noisy)[..., : audio.shape[-1]], z
+
+
+@torch.no_grad()
+def reconstruction_loss(
+    ae: SAMEAutoencoder, waves: list[torch.Tensor], samples: int, sample_rate: int, seed: int = 0
+) -> float:
+    """The multi-resolution STFT loss of the autoencoder on fixed crops (eval mode, no noise)."""
+    rng = random.Random(seed)
+    audio = _crops(waves, min(8, 2 * len(waves)), samples, rng, next(ae.parameters()).device)
+    was = ae.training
+    ae.eval()
+    fake = ae.decode(ae.encode(audio))[..., : audio.shape[-1]]
+    ae.train(was)
+    return float(MultiResolutionSTFTLoss(stft_sizes(sample_rate))(fake, audio))
+
+
+@torch.no_grad()
+def _measure_running_std(ae: SAMEAutoencoder, waves: list[torch.Tensor], samples: int) -> None:
+    """Set `running_std` (auto_scale configs) to the latents' standard deviation on the data."""
+    if ae.bottleneck.running_std is None:
+        return
+    audio = _crops(waves, min(16, 4 * len(waves)), samples, random.Random(0), next(ae.parameters()).device)
+    z = ae.encode(audio) * ae.bottleneck.running_std
+    ae.bottleneck.running_std.copy_(z.float().std().clamp(min=1e-4).reshape(1))
+
+
+def _save(ae: SAMEAutoencoder, config: dict[str, Any], folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in export_official_state_dict(ae, autoencoder_only=True).items()}
+    save_file(state, str(tmp / hub.WEIGHTS_FILE))
+    (tmp / hub.CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
+    """Train; returns the autoencoder checkpoint folder (`<output>/checkpoint`)."""
+    rank, world, device = loop.start_processes(cfg.device)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    config, weights = _standalone_config(cfg.base)
+    ae = _build(config, weights, device or "cpu", cfg.seed)
+    rate = int(config["sample_rate"])
+    waves = load_waves(find_clips(cfg.data, captions=False), rate, ae.config.io_channels)
+    samples = crop_samples(ae, cfg.duration, rate)
+    sizes = stft_sizes(rate)
+    recon = MultiResolutionSTFTLoss(sizes)
+    if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
+        ae.bottleneck.running_std.requires_grad_(False)
+    params = list(ae.parameters())
+    g = loop.Optimisation(params, cfg, rank, out / "train_state.pt")
+    disc = d = None
+    if cfg.adversarial:
+        with loop.forked_rng(cfg.seed + 1):
+            disc = MultiScaleSTFTDiscriminator(sizes).to(ae.bottleneck.bias.device)
+        d_cfg = SimpleNamespace(lr=cfg.lr_discriminator, weight_decay=0.0, ema_decay=0.0, seed=cfg.seed)
+        d = loop.Optimisation(list(disc.parameters()), d_cfg, rank, out / "train_state_discriminator.pt")
+    if cfg.resume:
+        g.resume()
+        if d is not None:
+            d.resume()
+    log = loop.MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
+    bar = loop.progress_bar(cfg.progress and rank == 0, cfg.steps, g.step, "training autoencoder")
+    ae.train()
+    try:
+        while g.step < cfg.steps:
+            audio = _crops(waves, cfg.batch_size, samples, g.rng, ae.bottleneck.bias.device)
+            with loop.autocast(cfg.precision, audio.device):
+                values = _step(ae, audio, recon, disc, g, d, cfg)
+            log.write(g.step, **values)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(stft=f"{values['stft']:.3f}")
+            if rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
+                _measure_running_std(ae, waves, samples)
+                g.save(config=asdict(cfg))
+                if d is not None:
+                    d.save()
+                with g.averaged():
+                    _save(ae, config, out / "checkpoint")
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+        ae.eval()
+        loop.stop_processes(world)
+    return out / "checkpoint"
+
+
+def _step(ae, audio, recon, disc, g: loop.Optimisation, d: loop.Optimisation | None, cfg) -> dict[str, float]:
+    fake, z = _forward(ae, audio, g.gen)
+    stft = recon(fake, audio)
+    loss = stft + cfg.latent_weight * _soft_norm_penalty(z)
+    values = {"stft": float(stft.detach())}
+    if disc is not None and d is not None:
+        values["loss_d"] = d.apply(hinge_d(disc(audio), disc(fake.detach())))
+        adv, match = hinge_g(disc(audio), disc(fake))
+        loss = loss + cfg.adversarial_weight * adv + cfg.feature_matching_weight * match
+        values["feature_matching"] = float(match.detach())
+    values["loss"] = g.apply(loss)
+    return values
