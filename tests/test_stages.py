@@ -173,9 +173,11 @@ def test_the_distilled_student_lands_nearer_the_teachers_ode_in_8_steps(data: Pa
         checkpoint_every=60,
         device="cpu",
         progress=False,
+        sample_prompts=("a 220 hertz tone",),
     )
     student_dir = distill(cfg)
     assert len(list((tmp_path / "run").glob("trajectories-*.safetensors"))) == 1
+    assert (tmp_path / "run" / "samples" / "step000120_0.wav").is_file()
     losses = [loss for _, loss in _losses(tmp_path / "run")]
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
     teacher = StableAudioModel.from_pretrained(teacher_dir, device="cpu")
@@ -237,7 +239,11 @@ def _metric(out: Path, key: str) -> list[float]:
 def test_post_training_gives_a_pingpong_rf_denoiser_and_the_discriminator_learns(
     data: Path, tmp_path: Path
 ) -> None:
-    folder = post_train(_post_config(data, tmp_path / "run"))
+    folder = post_train(
+        _post_config(data, tmp_path / "run", sample_prompts=("a 220 hertz tone",), sample_every=20)
+    )
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["step000020_0.wav", "step000030_0.wav"]
     loss_d = _metric(tmp_path / "run", "loss_d")
     assert len(loss_d) == 30 and sum(loss_d[-5:]) < sum(loss_d[:5])
     model = StableAudioModel.from_pretrained(folder, device="cpu")
@@ -366,3 +372,23 @@ def test_adversarial_autoencoder_training_runs_and_resumes_exactly(data: Path, t
     train_autoencoder(_ae_config(tmp_path / "b", data, config, steps=4, resume=True, **common))
     for key in ("stft", "loss_d", "feature_matching"):
         assert _metric(tmp_path / "b" / "run", key) == _metric(tmp_path / "a" / "run", key)
+
+
+@pytest.mark.slow
+def test_pretraining_can_train_the_text_encoder_too(data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = pretrain(_pretrain_config(data, tmp_path / "run", steps=6, train_text_encoder=True, lr=1e-3))
+    before = load_file(str(checkpoint_dir("A") / "text_encoder" / "model.safetensors"))
+    after = load_file(str(folder / "text_encoder" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "no text-encoder weight was trained"
+    model = StableAudioModel.from_pretrained(folder, device="cpu")
+    assert torch.isfinite(
+        model.generate("a 110 hertz tone", duration=0.5, steps=2, seed=0, progress=False)
+    ).all()
+    # loaded for inference, the encoder is frozen again (encodings cached, no gradients)
+    prompt = model.networks.conditioners[model.config.prompt.id]
+    name = next(iter(prompt.encoder.weights))
+    assert not prompt.trains_encoder and prompt.encoder.weights[name].requires_grad is False

@@ -149,6 +149,12 @@ class PromptConditioner(nn.Module):
         self.encoder.to(device)
         self._cache.clear()
 
+    @property
+    def trains_encoder(self) -> bool:
+        """True once the encoder's weights are trainable: encodings are then never cached."""
+        weights = getattr(self.encoder, "weights", None)
+        return isinstance(weights, dict) and any(w.requires_grad for w in weights.values())
+
     def clear_cache(self) -> None:
         """Forget cached prompt encodings (e.g. ones made under inference mode, before training)."""
         self._cache.clear()
@@ -168,11 +174,17 @@ class PromptConditioner(nn.Module):
         self, prompts: Sequence[str], device: torch.device | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         prompts = list(prompts)
+        if self.trains_encoder:  # fresh encodings: the weights change between calls
+            ids, mask = self.encoder.tokenize(prompts, self.cfg.max_length)
+            return self._project(self.encoder(ids, mask).to(device), mask.to(device))
         self._encode_unique(prompts)
         for p in prompts:  # refresh LRU order
             self._cache.move_to_end(p)
         hidden = torch.stack([self._cache[p][0] for p in prompts]).to(device)
         mask = torch.stack([self._cache[p][1] for p in prompts]).to(device)
+        return self._project(hidden, mask)
+
+    def _project(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(self.proj_out, nn.Identity):
             hidden = self.proj_out(hidden.to(self.proj_out.weight.dtype))
         if self.cfg.padding_mode == "zero":

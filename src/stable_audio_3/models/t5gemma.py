@@ -179,9 +179,31 @@ class NativeT5Gemma:
             gate * F.linear(x, w[f"layers.{i}.mlp.up_proj.weight"]), w[f"layers.{i}.mlp.down_proj.weight"]
         )
 
-    @torch.no_grad()
+    def trainable_weights(self) -> list[torch.Tensor]:
+        """The encoder's tensors, made trainable (gradients flow while grad mode is on)."""
+        for w in self.weights.values():
+            w.requires_grad_(True)
+        return list(self.weights.values())
+
+    def save_weights(self, source: str | Path, destination: str | Path) -> None:
+        """Write the current weights into a copy of the folder's safetensors files (same keys)."""
+        from safetensors.torch import load_file, save_file
+
+        for file in sorted(Path(source).glob("*.safetensors")):
+            tensors = load_file(str(file))
+            for key, name in _encoder_keys(tensors).items():
+                tensors[key] = self.weights[name].detach().to("cpu", tensors[key].dtype).contiguous()
+            save_file(tensors, str(Path(destination) / file.name))
+
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`last_hidden_state` (B, N, width) of the encoder."""
+        """`last_hidden_state` (B, N, width) of the encoder (differentiable once weights are
+        trainable; inference callers run it under `torch.inference_mode`/`no_grad`)."""
+        if not any(w.requires_grad for w in self.weights.values()):
+            with torch.no_grad():
+                return self._encode(input_ids, mask)
+        return self._encode(input_ids, mask)
+
+    def _encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ids, mask = input_ids.to(self.device), mask.to(self.device)
         x = F.embedding(ids, self.weights["embed_tokens.weight"])
         x = x * torch.tensor(math.sqrt(self.width), dtype=x.dtype)

@@ -32,6 +32,7 @@ from stable_audio_3.training.objective import (
     training_shift,
 )
 from stable_audio_3.training.pretrain import trainable_parameters
+from stable_audio_3.training.samples import due, write_samples
 
 __all__ = ["DistillConfig", "Trajectories", "distill", "teacher_trajectories", "ode_gap"]
 
@@ -54,6 +55,9 @@ class DistillConfig:
     ema_decay: float = 0.999
     seed: int = 42
     checkpoint_every: int = 500
+    sample_every: int = 0  # validation samples every N steps (0: at the end only, when prompts are given)
+    sample_prompts: tuple[str, ...] = ()
+    sample_steps: int = 8
     device: str | None = None
     precision: str = "auto"
     resume: bool = False
@@ -230,6 +234,18 @@ def distill(cfg: DistillConfig) -> Path:
                 run.save(config=asdict(cfg))
                 with run.averaged():
                     write_checkpoint(model.networks, out / "checkpoint", model.config.raw, encoder)
+            if rank == 0 and due(run.step, cfg.steps, cfg.sample_every):
+                write_samples(
+                    model,
+                    cfg.sample_prompts,
+                    out / "samples",
+                    run.step,
+                    duration=cfg.duration,
+                    steps=cfg.sample_steps,
+                    seed=cfg.seed,
+                    sampler="euler",
+                    weights=run.averaged(),
+                )
     finally:
         if bar is not None:
             bar.close()

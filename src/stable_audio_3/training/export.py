@@ -35,10 +35,12 @@ def write_checkpoint(
     encoder_folder: Path,
     *,
     objective: str | None = None,
+    text_encoder: object | None = None,
 ) -> Path:
     """Write `networks` (our Networks tree) as an official checkpoint folder, atomically: built in
     a temporary folder beside it and renamed into place. `objective` overrides the config's
-    `diffusion_objective` (post-training turns a rectified_flow model into an rf_denoiser)."""
+    `diffusion_objective` (post-training turns a rectified_flow model into an rf_denoiser);
+    `text_encoder`, when it was trained too, writes its weights into the copied encoder folder."""
     config = copy.deepcopy(dict(raw_config))
     prompt = next(c for c in config["model"]["conditioning"]["configs"] if c["type"] == "t5gemma")["config"]
     subfolder = prompt.get("subfolder") or "text_encoder"
@@ -55,6 +57,8 @@ def write_checkpoint(
     save_file(state, str(tmp / hub.WEIGHTS_FILE))
     (tmp / hub.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     shutil.copytree(encoder_folder, tmp / subfolder)
+    if text_encoder is not None:  # trained with the model: its current weights replace the copied ones
+        text_encoder.save_weights(encoder_folder, tmp / subfolder)
     old = folder.with_name(f".{folder.name}.old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)

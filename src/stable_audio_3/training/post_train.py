@@ -26,6 +26,7 @@ from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, samp
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import sample_training_t, shift_each, training_shift
 from stable_audio_3.training.pretrain import trainable_parameters
+from stable_audio_3.training.samples import due, write_samples
 
 __all__ = ["PostTrainConfig", "post_train", "Discriminator"]
 
@@ -48,6 +49,9 @@ class PostTrainConfig:
     train_trunk: bool = False
     seed: int = 42
     checkpoint_every: int = 500
+    sample_every: int = 0  # validation samples every N steps (0: at the end only, when prompts are given)
+    sample_prompts: tuple[str, ...] = ()
+    sample_steps: int = 8
     device: str | None = None
     precision: str = "auto"
     cache_dir: str | None = None
@@ -235,6 +239,8 @@ def post_train(cfg: PostTrainConfig) -> Path:
                 bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}")
             if run.rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
                 _save(run)
+            if run.rank == 0 and cfg.sample_prompts and due(g.step, cfg.steps, cfg.sample_every):
+                _samples(run)
     finally:
         if bar is not None:
             bar.close()
@@ -272,3 +278,23 @@ def _step(model, disc, batch, gen_run, d_run, shift, weight: float) -> dict[str,
     loss_g = _generator_loss(disc, real_n, fake_n, t_d, cond, rolled, valid, weight)
     value_g = gen_run.apply(loss_g)
     return {"loss_d": value_d, "loss_g": value_g, "contrastive": float(contrast.detach())}
+
+
+def _samples(run: _Run) -> None:
+    """Samples of the saved rf_denoiser, loaded as users load it: ping-pong, no CFG."""
+    from stable_audio_3.model import StableAudioModel
+
+    cfg, step = run.cfg, run.generator.step
+    if step % cfg.checkpoint_every and step != cfg.steps:  # this step's checkpoint is not written yet
+        _save(run)
+    saved = StableAudioModel.from_pretrained(run.out / "checkpoint", device=run.model.device)
+    write_samples(
+        saved,
+        cfg.sample_prompts,
+        run.out / "samples",
+        run.generator.step,
+        duration=cfg.duration,
+        steps=cfg.sample_steps,
+        seed=cfg.seed,
+        sampler="pingpong",
+    )

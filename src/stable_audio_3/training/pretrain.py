@@ -18,6 +18,7 @@ from stable_audio_3.training import loop
 from stable_audio_3.training.dataset import LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import FlowMatchingObjective, training_shift
+from stable_audio_3.training.samples import due, write_samples
 
 __all__ = ["PretrainConfig", "pretrain", "trainable_parameters", "reinitialise"]
 
@@ -32,6 +33,7 @@ class PretrainConfig:
     data: str  # folder of audio + captions, or a .csv / .jsonl manifest
     output: str = "pretrain_out"
     from_scratch: bool = False  # re-initialise the DiT instead of continuing the base's weights
+    train_text_encoder: bool = False  # also train the T5Gemma encoder (needed at demo scale)
     steps: int = 1000
     batch_size: int = 4
     duration: float = 10.0  # crop length in seconds
@@ -58,6 +60,7 @@ class PretrainConfig:
         "data": "folder of audio + .txt captions, or a .csv/.jsonl manifest",
         "output": "run folder: checkpoint/, samples/, metrics.jsonl, train_state.pt",
         "from_scratch": "re-initialise the DiT instead of continuing the base checkpoint's weights",
+        "train_text_encoder": "also train the T5Gemma encoder (our port only; one process)",
         "duration": "crop length in seconds (shorter clips are padded, variable length)",
         "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
         "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
@@ -115,6 +118,17 @@ class _Run:
     encoder: Path
 
 
+def _text_encoder_weights(model, world: int) -> list[torch.Tensor]:
+    encoder = model.networks.conditioners[model.config.prompt.id].encoder
+    if not hasattr(encoder, "trainable_weights"):
+        raise ArgumentValueError(
+            "train_text_encoder needs a text encoder our T5Gemma port loads (text_encoder_backend 'native')"
+        )
+    if world > 1:
+        raise ArgumentValueError("train_text_encoder is not supported under torchrun yet (one process only)")
+    return encoder.trainable_weights()
+
+
 def _setup(cfg: PretrainConfig) -> _Run:
     from stable_audio_3.model import StableAudioModel
 
@@ -128,6 +142,8 @@ def _setup(cfg: PretrainConfig) -> _Run:
     cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
     latents = cache.encode_all(clips, progress=cfg.progress and rank == 0)
     params = trainable_parameters(model)
+    if cfg.train_text_encoder:
+        params += _text_encoder_weights(model, world)
     frames_per_second = model.sample_rate / model.config.pretransform.autoencoder.downsampling_ratio
     objective = FlowMatchingObjective(
         model,
@@ -175,16 +191,27 @@ def _checkpoint(run: _Run) -> None:
     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
         run.optim.save()
         with run.optim.averaged():
+            trained = run.model.networks.conditioners[run.model.config.prompt.id].encoder
             write_checkpoint(
                 run.model.networks,
                 run.out / "checkpoint",
                 run.model.config.raw,
                 run.encoder,
                 objective="rectified_flow",
+                text_encoder=trained if cfg.train_text_encoder else None,
             )
-    due = step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)
-    if cfg.sample_prompts and due:
-        _samples(run, run.out / "samples", step)
+    if due(step, cfg.steps, cfg.sample_every):
+        write_samples(
+            run.model,
+            cfg.sample_prompts,
+            run.out / "samples",
+            step,
+            duration=cfg.duration,
+            steps=cfg.sample_steps,
+            seed=cfg.seed,
+            sampler="euler",
+            weights=run.optim.averaged(),
+        )
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
@@ -208,25 +235,3 @@ def pretrain(cfg: PretrainConfig) -> Path:
         run.model.networks.dit.eval()
         loop.stop_processes(run.world)
     return run.out / "checkpoint"
-
-
-def _samples(run: _Run, folder: Path, step: int) -> None:
-    """Validation samples from the EMA weights: fixed prompts and seeds, so steps compare."""
-    from stable_audio_3.audio import write_audio
-
-    model, cfg = run.model, run.cfg
-    folder.mkdir(parents=True, exist_ok=True)
-    model.networks.dit.eval()
-    with run.optim.averaged():
-        audio = model.generate(
-            list(cfg.sample_prompts),
-            duration=cfg.duration,
-            steps=cfg.sample_steps,
-            seed=cfg.seed,
-            sampler="euler",
-            progress=False,
-        )
-    for i, item in enumerate(audio):
-        write_audio(folder / f"step{step:06d}_{i}.wav", item, model.sample_rate)
-    model.networks.conditioners[model.config.prompt.id].clear_cache()  # inference tensors
-    model.networks.dit.train()
