@@ -46,7 +46,7 @@ def _add_flags(p: argparse.ArgumentParser, cls: type) -> None:
 
     from stable_audio_3.training import field_kinds
 
-    helps = getattr(cls, "HELP", {})
+    helps = {k: v for c in reversed(cls.__mro__) for k, v in vars(c).get("HELP", {}).items()}
     for f, (kind, _) in zip(dataclasses.fields(cls), field_kinds(cls).values(), strict=True):
         flag = "--" + f.name.replace("_", "-")
         default = None if f.default is dataclasses.MISSING else f.default

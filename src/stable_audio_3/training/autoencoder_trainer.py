@@ -38,13 +38,14 @@ from stable_audio_3.training.audio_losses import (
     hinge_g,
     stft_sizes,
 )
+from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import find_clips
 
 __all__ = ["AutoencoderTrainConfig", "train_autoencoder", "reconstruction_loss", "crop_samples", "load_waves"]
 
 
 @dataclass
-class AutoencoderTrainConfig:
+class AutoencoderTrainConfig(RunOptions):
     """An autoencoder training run."""
 
     base: str  # a model_config.json (standalone or full checkpoint), or a checkpoint folder to continue
@@ -61,13 +62,7 @@ class AutoencoderTrainConfig:
     feature_matching_weight: float = 1.0
     lr_discriminator: float = 1e-4
     latent_weight: float = 0.01  # soft-norm penalty: per-channel mean 0, std 1
-    seed: int = 42
     checkpoint_every: int = 1000
-    device: str | None = None
-    precision: str = "auto"
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
 
     HELP: ClassVar[dict[str, str]] = {
         "base": "model_config.json with an autoencoder section (random init), or a checkpoint folder",
@@ -77,6 +72,7 @@ class AutoencoderTrainConfig:
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_int(name, getattr(self, name), low=1)
         for name in ("duration", "lr", "lr_discriminator"):

@@ -6,13 +6,37 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomllib
 
 from stable_audio_3.errors import ArgumentValueError, ConfigError, MissingFileError
 
-__all__ = ["read_toml", "build_config", "field_kinds"]
+__all__ = ["RunOptions", "PRECISIONS", "read_toml", "build_config", "field_kinds"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunOptions:
+    """The options every training stage has, besides its own."""
+
+    seed: int = 42
+    device: str | None = None
+    precision: str = "auto"  # auto (bf16 autocast on CUDA) | fp32 | bf16 | fp16
+    resume: bool = False  # continue from <output>/train_state.pt
+    progress: bool = True
+    tensorboard: bool = False
+
+    HELP: ClassVar[dict[str, str]] = {
+        "precision": "auto (bf16 autocast on CUDA), fp32, bf16 or fp16",
+        "resume": "continue from <output>/train_state.pt (same steps, same losses)",
+        "tensorboard": "also write TensorBoard scalars under <output>/tensorboard",
+    }
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ArgumentValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def read_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:

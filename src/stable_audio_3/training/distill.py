@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.pipeline.lengths import plan_lengths
 from stable_audio_3.training import loop
+from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import find_clips
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import (
@@ -38,7 +39,7 @@ __all__ = ["DistillConfig", "Trajectories", "distill", "teacher_trajectories", "
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(RunOptions):
     """A stage-2 run."""
 
     teacher: str  # stage-1 checkpoint folder (the student starts from it)
@@ -53,16 +54,10 @@ class DistillConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    seed: int = 42
     checkpoint_every: int = 500
     sample_every: int = 0  # validation samples every N steps (0: at the end only, when prompts are given)
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 8
-    device: str | None = None
-    precision: str = "auto"
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
 
     HELP: ClassVar[dict[str, str]] = {
         "teacher": "stage-1 checkpoint folder; the student is initialised from it",
@@ -73,6 +68,7 @@ class DistillConfig:
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("teacher_steps", "steps", "batch_size", "checkpoint_every"):
             check_int(name, getattr(self, name), low=1)
         check_int("trajectories", self.trajectories, low=0)

@@ -22,6 +22,7 @@ from torch import nn
 
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.training import loop
+from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import sample_training_t, shift_each, training_shift
@@ -32,7 +33,7 @@ __all__ = ["PostTrainConfig", "post_train", "Discriminator"]
 
 
 @dataclass
-class PostTrainConfig:
+class PostTrainConfig(RunOptions):
     """A stage-3 run."""
 
     model: str  # stage-2 (or stage-1) checkpoint: the generator's start and the discriminator's trunk
@@ -47,17 +48,11 @@ class PostTrainConfig:
     ema_decay: float = 0.999
     contrastive_weight: float = 1.0
     train_trunk: bool = False
-    seed: int = 42
     checkpoint_every: int = 500
     sample_every: int = 0  # validation samples every N steps (0: at the end only, when prompts are given)
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 8
-    device: str | None = None
-    precision: str = "auto"
     cache_dir: str | None = None
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
 
     HELP: ClassVar[dict[str, str]] = {
         "model": "stage-2 (or stage-1) checkpoint: generator start and discriminator trunk",
@@ -67,6 +62,7 @@ class PostTrainConfig:
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_int(name, getattr(self, name), low=1)
         for name in ("lr", "lr_discriminator", "duration"):

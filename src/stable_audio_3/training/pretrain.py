@@ -15,6 +15,7 @@ from torch import nn
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training import loop
+from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import FlowMatchingObjective, training_shift
@@ -22,11 +23,9 @@ from stable_audio_3.training.samples import due, write_samples
 
 __all__ = ["PretrainConfig", "pretrain", "trainable_parameters", "reinitialise"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunOptions):
     """A stage-1 run; the defaults follow the official recipe where the spec gives one."""
 
     base: str  # checkpoint folder: config, autoencoder and text encoder (and the DiT to start from)
@@ -43,17 +42,11 @@ class PretrainConfig:
     cfg_dropout: float = 0.1
     ot_coupling: bool = True
     padding_augment_seconds: float = 4.0  # mean of the exponential valid-length extension
-    seed: int = 42
     checkpoint_every: int = 500
     sample_every: int = 0  # write validation samples every N steps (0: only at the end)
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20
-    precision: str = "auto"
-    device: str | None = None
     cache_dir: str | None = None
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
 
     HELP: ClassVar[dict[str, str]] = {
         "base": "checkpoint folder or registry name giving the config, autoencoder and text encoder",
@@ -67,11 +60,10 @@ class PretrainConfig:
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
-        "precision": "auto (bf16 autocast on CUDA), fp32, bf16 or fp16",
-        "resume": "continue from <output>/train_state.pt",
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("steps", "batch_size", "checkpoint_every", "sample_steps"):
             check_int(name, getattr(self, name), low=1)
         check_int("sample_every", self.sample_every, low=0)
@@ -80,8 +72,6 @@ class PretrainConfig:
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_number("cfg_dropout", self.cfg_dropout, low=0.0, high=1.0)
         check_number("padding_augment_seconds", self.padding_augment_seconds, low=0.0)
-        if self.precision not in PRECISIONS:
-            raise ArgumentValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.sample_prompts = tuple(self.sample_prompts)
 
 
