@@ -21,6 +21,11 @@ __all__ = ["main", "build_parser", "STAGES"]
 PROG = "stable-audio-train"
 # subcommand -> (config class name, run function name, what it does)
 STAGES = {
+    "make-demo-data": (
+        "DemoDataConfig",
+        "make_demo_data",
+        "render the captioned demo dataset (needs .[train])",
+    ),
     "autoencoder": (
         "AutoencoderTrainConfig",
         "train_autoencoder",

@@ -3,6 +3,7 @@
 from stable_audio_3.lora.adapters import ADAPTER_TYPES
 from stable_audio_3.training.autoencoder_trainer import AutoencoderTrainConfig, train_autoencoder
 from stable_audio_3.training.configs import build_config, field_kinds, read_toml
+from stable_audio_3.training.demo_data import DemoDataConfig, make_demo_data
 from stable_audio_3.training.distill import DistillConfig, distill, ode_gap, teacher_trajectories
 from stable_audio_3.training.lora_trainer import TrainConfig, train_lora
 from stable_audio_3.training.objective import validation_loss
@@ -16,6 +17,8 @@ __all__ = [
     "validation_loss",
     "PretrainConfig",
     "pretrain",
+    "DemoDataConfig",
+    "make_demo_data",
     "AutoencoderTrainConfig",
     "train_autoencoder",
     "PostTrainConfig",
