@@ -63,6 +63,15 @@ def _set_number(page, elem: str, value: float) -> None:
     box = page.locator(f"#{elem} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+    box.blur()
+    # The page's state (what a click sends) has taken the value once a slider's range input shows
+    # it; under load that can lag the typed number, and clicking earlier would send the old value.
+    page.wait_for_function(
+        "([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
+        " return !!r && Math.abs(parseFloat(r.value) - v) < 1e-9; }",
+        arg=[elem, value],
+        timeout=10_000,
+    )
 
 
 def _generate(page, previous: str | None = None) -> dict:
