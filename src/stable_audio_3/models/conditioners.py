@@ -152,8 +152,7 @@ class PromptConditioner(nn.Module):
     @property
     def trains_encoder(self) -> bool:
         """True once the encoder's weights are trainable: encodings are then never cached."""
-        weights = getattr(self.encoder, "weights", None)
-        return isinstance(weights, dict) and any(w.requires_grad for w in weights.values())
+        return self._encoder is not None and getattr(self.encoder, "trainable", False)
 
     def clear_cache(self) -> None:
         """Forget cached prompt encodings (e.g. ones made under inference mode, before training)."""

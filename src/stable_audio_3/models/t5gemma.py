@@ -94,6 +94,7 @@ class NativeT5Gemma:
             weights.update({name: tensors[key] for key, name in _encoder_keys(tensors).items()})
         self.weights = {k: v if dtype is None else v.to(dtype) for k, v in weights.items()}
         self.dtype = self.weights["embed_tokens.weight"].dtype
+        self.trainable = False  # set by `trainable_weights`; inference never builds a graph
 
     @staticmethod
     def supports(folder: str | Path, max_length: int) -> bool:
@@ -183,6 +184,7 @@ class NativeT5Gemma:
         """The encoder's tensors, made trainable (gradients flow while grad mode is on)."""
         for w in self.weights.values():
             w.requires_grad_(True)
+        self.trainable = True
         return list(self.weights.values())
 
     def save_weights(self, source: str | Path, destination: str | Path) -> None:
@@ -198,7 +200,7 @@ class NativeT5Gemma:
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`last_hidden_state` (B, N, width) of the encoder (differentiable once weights are
         trainable; inference callers run it under `torch.inference_mode`/`no_grad`)."""
-        if not any(w.requires_grad for w in self.weights.values()):
+        if not self.trainable:
             with torch.no_grad():
                 return self._encode(input_ids, mask)
         return self._encode(input_ids, mask)

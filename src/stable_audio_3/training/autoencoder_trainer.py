@@ -220,18 +220,14 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
         g.resume()
         if d is not None:
             d.resume()
-    log = loop.MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and rank == 0, cfg.steps, g.step, "training autoencoder")
+    report = loop.Reporter(out, cfg, rank, g.step, "training autoencoder", ("stft",))
     ae.train()
     try:
         while g.step < cfg.steps:
             audio = _crops(waves, cfg.batch_size, samples, g.rng, ae.bottleneck.bias.device)
             with loop.autocast(cfg.precision, audio.device):
                 values = _step(ae, audio, recon, disc, g, d, cfg)
-            log.write(g.step, **values)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(stft=f"{values['stft']:.3f}")
+            report.step(g.step, **values)
             if rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
                 _measure_running_std(ae, waves, samples)
                 g.save(config=asdict(cfg))
@@ -240,9 +236,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
                 with g.averaged():
                     _save(ae, config, out / "checkpoint")
     finally:
-        if bar is not None:
-            bar.close()
-        log.close()
+        report.close()
         ae.eval()
         loop.stop_processes(world)
     return out / "checkpoint"

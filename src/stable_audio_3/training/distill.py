@@ -212,8 +212,7 @@ def distill(cfg: DistillConfig) -> Path:
     if cfg.resume:
         run.resume()
     step_fn = loop.wrap_ddp(_Student(model, training_shift(model)), world, model.device)
-    log = loop.MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and rank == 0, cfg.steps, run.step, "distilling")
+    report = loop.Reporter(out, cfg, rank, run.step, "distilling", ("loss",))
     encoder = text_encoder_folder(cfg.teacher, model.config.raw)
     model.networks.dit.train()
     try:
@@ -222,10 +221,7 @@ def distill(cfg: DistillConfig) -> Path:
             with loop.autocast(cfg.precision, model.device):
                 loss = step_fn(pairs, picks, run.gen)
             value = run.apply(loss)
-            log.write(run.step, loss=value, lr=cfg.lr)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
+            report.step(run.step, loss=value, lr=cfg.lr)
             if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps):
                 run.save(config=asdict(cfg))
                 with run.averaged():
@@ -243,9 +239,7 @@ def distill(cfg: DistillConfig) -> Path:
                     weights=run.averaged(),
                 )
     finally:
-        if bar is not None:
-            bar.close()
-        log.close()
+        report.close()
         model.networks.dit.eval()
         loop.stop_processes(world)
     return out / "checkpoint"

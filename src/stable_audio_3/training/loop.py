@@ -28,6 +28,7 @@ __all__ = [
     "forked_rng",
     "wrap_ddp",
     "Optimisation",
+    "Reporter",
 ]
 
 
@@ -221,3 +222,23 @@ class Optimisation:
     def averaged(self) -> contextlib.AbstractContextManager:
         """The EMA weights in place while the context is open (the trained ones without an EMA)."""
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+
+class Reporter:
+    """A stage's progress: one metrics line per step (rank 0) and a progress bar showing `shown`."""
+
+    def __init__(self, out: Path, cfg: Any, rank: int, start: int, desc: str, shown: tuple[str, ...]) -> None:
+        self.log = MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
+        self.bar = progress_bar(cfg.progress and rank == 0, cfg.steps, start, desc)
+        self.shown = shown
+
+    def step(self, step: int, **values: float) -> None:
+        self.log.write(step, **values)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{values[k]:.4f}" for k in self.shown})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.log.close()

@@ -212,8 +212,7 @@ def post_train(cfg: PostTrainConfig) -> Path:
     shift = training_shift(model)
     ratio = model.config.pretransform.autoencoder.downsampling_ratio
     max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
-    log = loop.MetricsLog(run.out, enabled=run.rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, g.step, "post-training")
+    report = loop.Reporter(run.out, cfg, run.rank, g.step, "post-training", ("loss_d", "loss_g"))
     model.networks.dit.train()
     try:
         while g.step < cfg.steps:
@@ -229,18 +228,13 @@ def post_train(cfg: PostTrainConfig) -> Path:
             )
             with loop.autocast(cfg.precision, model.device):
                 values = _step(model, run.disc, batch, g, run.discriminator, shift, cfg.contrastive_weight)
-            log.write(g.step, **values)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}")
+            report.step(g.step, **values)
             if run.rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
                 _save(run)
             if run.rank == 0 and cfg.sample_prompts and due(g.step, cfg.steps, cfg.sample_every):
                 _samples(run)
     finally:
-        if bar is not None:
-            bar.close()
-        log.close()
+        report.close()
         model.networks.dit.eval()
         loop.stop_processes(run.world)
     return run.out / "checkpoint"

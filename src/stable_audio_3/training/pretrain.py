@@ -207,21 +207,15 @@ def _checkpoint(run: _Run) -> None:
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run stage 1; returns the checkpoint folder (`<output>/checkpoint`)."""
     run = _setup(cfg)
-    log = loop.MetricsLog(run.out, enabled=run.rank == 0, tensorboard=cfg.tensorboard)
-    bar = loop.progress_bar(cfg.progress and run.rank == 0, cfg.steps, run.optim.step, "pre-training")
+    report = loop.Reporter(run.out, cfg, run.rank, run.optim.step, "pre-training", ("loss",))
     run.model.networks.dit.train()
     try:
         while run.optim.step < cfg.steps:
             value = _train_step(run)
-            log.write(run.optim.step, loss=value, lr=cfg.lr)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
+            report.step(run.optim.step, loss=value, lr=cfg.lr)
             _checkpoint(run)
     finally:
-        if bar is not None:
-            bar.close()
-        log.close()
+        report.close()
         run.model.networks.dit.eval()
         loop.stop_processes(run.world)
     return run.out / "checkpoint"
