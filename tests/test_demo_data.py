@@ -15,7 +15,7 @@ pytest.importorskip("pretty_midi")
 
 from stable_audio_3.training import DemoDataConfig, make_demo_data  # noqa: E402
 from stable_audio_3.training.dataset import find_clips  # noqa: E402
-from stable_audio_3.training.demo_data import KINDS, held_out  # noqa: E402
+from stable_audio_3.training.demo_data import KINDS, draw_prompts, held_out  # noqa: E402
 
 
 def _make(folder: Path, seed: int = 3, count: int = 36) -> Path:
@@ -48,3 +48,15 @@ def test_clips_are_captioned_audible_and_never_held_out(tmp_path: Path) -> None:
     assert [c.caption for c in clips] == [r["caption"] for r in rows]
     stats = json.loads((manifest.parent / "dataset.json").read_text())
     assert stats["held_out_skipped"] > 0
+
+
+def test_held_out_prompts_name_combinations_training_never_shows(tmp_path: Path) -> None:
+    manifest = _make(tmp_path / "e", count=200)
+    seen = {json.loads(line)["caption"] for line in manifest.read_text().splitlines()}
+    prompts = draw_prompts(300, seed=11)
+    assert {p["kind"] for p in prompts} == set(KINDS) - {"sfx"}
+    assert not seen & {p["caption"] for p in prompts}
+    train = draw_prompts(50, seed=11, split="train")
+    assert all(not held_out(p["kind"], p) for p in train)
+    with pytest.raises(ValueError, match="split"):
+        draw_prompts(1, seed=0, split="test")

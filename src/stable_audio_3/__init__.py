@@ -1,8 +1,8 @@
 """Stable Audio 3: fast, faithful text-to-audio inference on the official checkpoints.
 
 The public names are imported on first use, so `import stable_audio_3` (and a command line's
-`--help`) does not pay for PyTorch until something needs it. The errors and limits need no
-PyTorch and are imported at once.
+`--help`) does not pay for PyTorch until something needs it. The errors, limits and the demo
+model's name need no PyTorch and are imported at once.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from stable_audio_3.errors import (
     OutOfMemoryError,
     StableAudioError,
 )
+from stable_audio_3.official.hub import DEMO_MODEL, DEMO_NOTICE
 
 if TYPE_CHECKING:
     from stable_audio_3.audio import read_audio, write_audio
@@ -57,6 +58,8 @@ __all__ = [
     "write_audio",
     "MAX_STEPS",
     "MAX_BATCH_SIZE",
+    "DEMO_MODEL",
+    "DEMO_NOTICE",
     "StableAudioError",
     "ArgumentValueError",
     "ArgumentTypeError",

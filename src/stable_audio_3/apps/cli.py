@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE
 from stable_audio_3.apps.failures import OneLineParser, run_reporting
 
 __all__ = ["main", "build_parser"]
@@ -38,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_flags(m: argparse._ArgumentGroup) -> None:
-    m.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
+    m.add_argument(
+        "--model",
+        default=None,
+        help="registry name (small-music, medium, ...) or local checkpoint directory "
+        "(default: the built-in demo model)",
+    )
     m.add_argument("--device", default=None, help="cuda / mps / cpu (default: the best available)")
     m.add_argument("--no-half", action="store_true", help="float32 on CUDA instead of float16")
     m.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude")
@@ -322,6 +328,9 @@ def _run(args: argparse.Namespace) -> int:
     from stable_audio_3.apps.outputs import checkpoint_sample_rate, plan_outputs, write_outputs
 
     batch, arguments = _check(args)
+    if args.model is None:
+        args.model = DEMO_MODEL
+        print(f"{PROG}: {DEMO_NOTICE}", file=sys.stderr, flush=True)
     plan = plan_outputs(args.output, batch, args.format, checkpoint_sample_rate(args.model), args.overwrite)
     tty = sys.stderr.isatty()
 

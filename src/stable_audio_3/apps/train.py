@@ -31,10 +31,16 @@ STAGES = {
         "train_autoencoder",
         "a SAME-shaped autoencoder for any official config",
     ),
+    "new-model": (
+        "NewModelConfig",
+        "new_model",
+        "compose a model to pre-train: a DiT template, a trained autoencoder, a new text encoder",
+    ),
     "pretrain": ("PretrainConfig", "pretrain", "stage 1: flow-matching pre-training of the DiT"),
     "distill": ("DistillConfig", "distill", "stage 2: ODE-distillation warm-up of a stage-1 model"),
     "post-train": ("PostTrainConfig", "post_train", "stage 3: adversarial post-training to an rf_denoiser"),
     "lora": ("TrainConfig", "train_lora", "LoRA fine-tuning on a base checkpoint"),
+    "export": ("ExportConfig", "export_checkpoint", "a trained checkpoint with its weights stored smaller"),
 }
 
 

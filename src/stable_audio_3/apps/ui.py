@@ -280,7 +280,12 @@ def build_app(model: Any, name: str, preview_every: int = 2) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="stable-audio-ui", description="A local web UI for Stable Audio 3.")
-    p.add_argument("--model", default="small-music", help="registry name or local checkpoint directory")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registry name (small-music, medium, ...) or local checkpoint directory "
+        "(default: the built-in demo model)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 = this machine only)")
@@ -303,8 +308,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from stable_audio_3 import StableAudioModel
+    from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE, StableAudioModel
 
+    if args.model is None:
+        args.model = DEMO_MODEL
+        print(f"stable-audio-ui: {DEMO_NOTICE}", file=sys.stderr, flush=True)
     model = StableAudioModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     app = build_app(model, args.model)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None

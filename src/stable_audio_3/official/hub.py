@@ -15,7 +15,16 @@ from stable_audio_3.errors import (
     as_path,
 )
 
-__all__ = ["MODEL_REPOS", "AUTOENCODER_REPOS", "ResolvedCheckpoint", "resolve_model", "resolve_autoencoder"]
+__all__ = [
+    "MODEL_REPOS",
+    "AUTOENCODER_REPOS",
+    "DEMO_MODEL",
+    "DEMO_NOTICE",
+    "demo_model_dir",
+    "ResolvedCheckpoint",
+    "resolve_model",
+    "resolve_autoencoder",
+]
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -28,6 +37,12 @@ MODEL_REPOS = {
     "medium": "stabilityai/stable-audio-3-medium",
     "medium-base": "stabilityai/stable-audio-3-medium-base",
 }
+# The small demo model trained by our own pipeline ships inside the package: offline, no token.
+DEMO_MODEL = "demo"
+DEMO_NOTICE = (
+    "using the built-in demo model (16 kHz, trained on synthetic instruments, drums and effects); "
+    "pass --model small-music (or another name) for Stable Audio 3"
+)
 AUTOENCODER_REPOS = {"same-s": "stabilityai/SAME-S", "same-l": "stabilityai/SAME-L"}
 # Full checkpoints that contain each autoencoder; a cached one is reused instead of a download.
 _AUTOENCODER_HOSTS = {"same-s": ("small-music", "small-sfx"), "same-l": ("medium",)}
@@ -53,6 +68,18 @@ def _local_dir(path: Path) -> ResolvedCheckpoint:
     if missing:
         raise MissingFileError(f"checkpoint directory {path} lacks {', '.join(missing)}")
     return ResolvedCheckpoint(config, weights)
+
+
+def demo_model_dir() -> Path:
+    """Where the package's demo checkpoint lies."""
+    return Path(__file__).resolve().parent.parent / "demo_model"
+
+
+def _demo() -> ResolvedCheckpoint:
+    folder = demo_model_dir()
+    if not (folder / CONFIG_FILE).is_file():
+        raise MissingFileError(f"the demo model is missing from this installation ({folder})")
+    return _local_dir(folder)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -88,6 +115,8 @@ def _download(repo_id: str, revision: str | None) -> ResolvedCheckpoint:
 def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = None) -> ResolvedCheckpoint:
     """A registry name (downloaded through the Hugging Face cache) or a local checkpoint directory."""
     name = str(as_path("name_or_path", name_or_path))
+    if name == DEMO_MODEL:
+        return _demo()
     if name in MODEL_REPOS:
         return _download(MODEL_REPOS[name], revision)
     if name in AUTOENCODER_REPOS:
@@ -100,7 +129,7 @@ def resolve_model(name_or_path: str | os.PathLike[str], revision: str | None = N
     if _looks_like_path(name):
         raise MissingFileError(f"name_or_path: no checkpoint directory at {path}")
     raise ArgumentValueError(
-        f"unknown model {name!r}: expected one of {sorted(MODEL_REPOS)} or a local directory"
+        f"unknown model {name!r}: expected one of {sorted([DEMO_MODEL, *MODEL_REPOS])} or a local directory"
     )
 
 
@@ -109,6 +138,8 @@ def resolve_autoencoder(
 ) -> ResolvedCheckpoint:
     """`same-s` / `same-l` (reusing a cached full checkpoint that contains it) or a local directory."""
     name = str(as_path("name_or_path", name_or_path))
+    if name == DEMO_MODEL:
+        return _demo()
     if name in AUTOENCODER_REPOS:
         from huggingface_hub import try_to_load_from_cache
 

@@ -40,8 +40,17 @@ from stable_audio_3.training.audio_losses import (
 )
 from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import find_clips
+from stable_audio_3.training.export import replace_folder
 
-__all__ = ["AutoencoderTrainConfig", "train_autoencoder", "reconstruction_loss", "crop_samples", "load_waves"]
+__all__ = [
+    "AutoencoderTrainConfig",
+    "train_autoencoder",
+    "reconstruction_loss",
+    "crop_samples",
+    "load_waves",
+    "standalone_config",
+    "load_autoencoder_weights",
+]
 
 
 @dataclass
@@ -55,6 +64,7 @@ class AutoencoderTrainConfig(RunOptions):
     batch_size: int = 8
     duration: float = 1.0  # crop length in seconds
     lr: float = 1e-4
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     ema_decay: float = 0.0
     adversarial: bool = False
@@ -67,6 +77,7 @@ class AutoencoderTrainConfig(RunOptions):
     HELP: ClassVar[dict[str, str]] = {
         "base": "model_config.json with an autoencoder section (random init), or a checkpoint folder",
         "data": "folder of audio files (captions not needed), or a .csv/.jsonl manifest",
+        "warmup_steps": "linear learning-rate warm-up over this many steps (0: none)",
         "adversarial": "add the multi-scale STFT discriminator and feature matching",
         "latent_weight": "weight of the soft-norm penalty (latent mean 0, std 1 per channel)",
     }
@@ -75,13 +86,14 @@ class AutoencoderTrainConfig(RunOptions):
         super().__post_init__()
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_int(name, getattr(self, name), low=1)
+        check_int("warmup_steps", self.warmup_steps, low=0)
         for name in ("duration", "lr", "lr_discriminator"):
             check_number(name, getattr(self, name), low=0.0, low_open=True)
         for name in ("adversarial_weight", "feature_matching_weight", "latent_weight"):
             check_number(name, getattr(self, name), low=0.0)
 
 
-def _standalone_config(source: str) -> tuple[dict[str, Any], Path | None]:
+def standalone_config(source: str | Path) -> tuple[dict[str, Any], Path | None]:
     """The standalone config ({"model": <autoencoder section>, ...}) and the weights to start from."""
     path = Path(source)
     weights = None
@@ -109,13 +121,18 @@ def _build(config: dict[str, Any], weights: Path | None, device, seed: int) -> S
     with loop.forked_rng(seed):
         ae = SAMEAutoencoder(cfg)
     if weights is not None:
-        state = read_safetensors(weights)
-        prefix = "pretransform.model."
-        if any(k.startswith(prefix) for k in state):
-            load_official_state_dict(ae, state, strip_prefix=prefix)
-        else:
-            load_official_state_dict(ae, state, autoencoder_only=True)
+        load_autoencoder_weights(ae, weights)
     return ae.to(device)
+
+
+def load_autoencoder_weights(ae: SAMEAutoencoder, weights: Path) -> None:
+    """Weights from a standalone autoencoder file or from a full checkpoint's pretransform."""
+    state = read_safetensors(weights)
+    prefix = "pretransform.model."
+    if any(k.startswith(prefix) for k in state):
+        load_official_state_dict(ae, state, strip_prefix=prefix)
+    else:
+        load_official_state_dict(ae, state, autoencoder_only=True)
 
 
 def load_waves(clips, sample_rate: int, channels: int) -> list[torch.Tensor]:
@@ -189,9 +206,7 @@ def _save(ae: SAMEAutoencoder, config: dict[str, Any], folder: Path) -> None:
     state = {k: v.contiguous() for k, v in export_official_state_dict(ae, autoencoder_only=True).items()}
     save_file(state, str(tmp / hub.WEIGHTS_FILE))
     (tmp / hub.CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    replace_folder(tmp, folder)
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
@@ -199,7 +214,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     rank, world, device = loop.start_processes(cfg.device)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    config, weights = _standalone_config(cfg.base)
+    config, weights = standalone_config(cfg.base)
     ae = _build(config, weights, device or "cpu", cfg.seed)
     rate = int(config["sample_rate"])
     waves = load_waves(find_clips(cfg.data, captions=False), rate, ae.config.io_channels)
@@ -209,7 +224,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
         ae.bottleneck.running_std.requires_grad_(False)
     params = list(ae.parameters())
-    g = loop.Optimisation(params, cfg, rank, out / "train_state.pt")
+    g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps)
     disc = d = None
     if cfg.adversarial:
         with loop.forked_rng(cfg.seed + 1):

@@ -23,13 +23,13 @@ class RunOptions:
 
     seed: int = 42
     device: str | None = None
-    precision: str = "auto"  # auto (bf16 autocast on CUDA) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA) | fp32 | bf16 (also on a CPU) | fp16
     resume: bool = False  # continue from <output>/train_state.pt
     progress: bool = True
     tensorboard: bool = False
 
     HELP: ClassVar[dict[str, str]] = {
-        "precision": "auto (bf16 autocast on CUDA), fp32, bf16 or fp16",
+        "precision": "auto (bf16 autocast on CUDA, fp32 on a CPU), fp32, bf16 (CUDA or CPU) or fp16",
         "resume": "continue from <output>/train_state.pt (same steps, same losses)",
         "tensorboard": "also write TensorBoard scalars under <output>/tensorboard",
     }
@@ -59,6 +59,9 @@ def field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
     kinds = {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        if typing.get_origin(hint) in (tuple, list):  # tuple[str, ...]: its arguments are not a union
+            kinds[f.name] = (typing.get_origin(hint), False)
+            continue
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = type(None) in typing.get_args(hint)
         origin = typing.get_origin(args[0]) if args else typing.get_origin(hint)

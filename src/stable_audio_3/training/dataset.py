@@ -20,7 +20,17 @@ from stable_audio_3.errors import ArgumentValueError, MissingFileError
 if TYPE_CHECKING:
     from stable_audio_3.model import StableAudioModel
 
-__all__ = ["Clip", "find_clips", "LatentCache", "AUDIO_SUFFIXES", "Batch", "sample_batch", "silence_frame"]
+__all__ = [
+    "Clip",
+    "find_clips",
+    "LatentCache",
+    "AUDIO_SUFFIXES",
+    "Batch",
+    "sample_batch",
+    "silence_frame",
+    "length_order",
+    "similar_length_picks",
+]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 _CAPTION_COLUMNS = ("caption", "prompt", "text")
@@ -168,11 +178,17 @@ def sample_batch(
     rng: random.Random,
     device: torch.device,
     silence: torch.Tensor | None = None,
+    by_length: list[int] | None = None,
 ) -> Batch:
     """A random batch of crops of at most `max_frames` latents, padded to the longest with the
-    `silence` latent frame (C,) (zeros when None). `frame_rate` is (sample rate, samples per frame)."""
+    `silence` latent frame (C,) (zeros when None). `frame_rate` is (sample rate, samples per frame).
+    `by_length` (clip indices sorted by length, `length_order`) draws the batch from clips of similar
+    length, so little of it is padding."""
     sr, ratio = frame_rate
-    picks = [rng.randrange(len(clips)) for _ in range(batch_size)]
+    if by_length is None:
+        picks = [rng.randrange(len(clips)) for _ in range(batch_size)]
+    else:
+        picks = similar_length_picks(by_length, batch_size, rng)
     crops = []
     for i in picks:
         z = latents[i]
@@ -194,6 +210,19 @@ def sample_batch(
         seconds=[float(s) for s in seconds],
         effective=[math.ceil(int(s * sr) / ratio) for s in seconds],
     )
+
+
+def length_order(latents: list[torch.Tensor]) -> list[int]:
+    """Clip indices from the shortest latent sequence to the longest."""
+    return sorted(range(len(latents)), key=lambda i: latents[i].shape[-1])
+
+
+def similar_length_picks(order: list[int], batch_size: int, rng: random.Random, spread: int = 4) -> list[int]:
+    """`batch_size` clips drawn from a window of `spread * batch_size` neighbours in length order
+    around a random position: every clip is about equally likely, and a batch's lengths are close."""
+    width = min(len(order), spread * batch_size)
+    start = rng.randrange(0, len(order) - width + 1)
+    return [order[start + rng.randrange(width)] for _ in range(batch_size)]
 
 
 @torch.no_grad()

@@ -23,7 +23,16 @@ import numpy as np
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
 
-__all__ = ["DemoDataConfig", "make_demo_data", "INSTRUMENTS", "held_out"]
+__all__ = [
+    "DemoDataConfig",
+    "make_demo_data",
+    "INSTRUMENTS",
+    "held_out",
+    "split_key",
+    "draw_prompts",
+    "family",
+    "FAMILIES",
+]
 
 # GM program -> caption name and family (the evaluation checks the family).
 INSTRUMENTS = {
@@ -46,6 +55,9 @@ DRUM_PATTERNS = {  # 16th-note grid: (GM percussion key, steps)
     "breakbeat": ((36, (0, 10)), (38, (4, 12, 15)), (42, tuple(range(0, 16, 2)))),
 }
 SFX = ("white noise", "rain texture", "rising sweep", "falling sweep", "impact", "riser")
+# What each kind of clip sounds like, for the evaluation's family check.
+FAMILIES = {"drums": "percussive", "white noise": "noise", "rain texture": "noise", "riser": "noise"}
+FAMILIES |= {"impact": "percussive", "rising sweep": "tonal", "falling sweep": "tonal"}
 KINDS = ("note", "chord", "arpeggio", "melody", "drums", "sfx")
 
 
@@ -59,6 +71,7 @@ class DemoDataConfig:
     sample_rate: int = 16000
     min_seconds: float = 1.0
     max_seconds: float = 10.0
+    peak: float = 0.8  # every clip is scaled to this peak (the soundfont renders quietly)
     progress: bool = True
 
     HELP: ClassVar[dict[str, str]] = {
@@ -71,15 +84,34 @@ class DemoDataConfig:
         check_int("sample_rate", self.sample_rate, low=8000, high=48000)
         check_number("min_seconds", self.min_seconds, low=0.5)
         check_number("max_seconds", self.max_seconds, low=self.min_seconds)
+        check_number("peak", self.peak, low=0.0, high=1.0, low_open=True)
+
+
+def family(kind: str, params: dict[str, Any]) -> str:
+    """tonal, percussive or noise: what a clip of this kind and parameters sounds like."""
+    if kind == "sfx":
+        return FAMILIES[params["effect"]]
+    return FAMILIES.get(kind, "tonal")
+
+
+def split_key(kind: str, params: dict[str, Any]) -> tuple:
+    """The combination a caption names: (instrument, note) for single notes, (instrument, pitch
+    class) for chords, arpeggios and melodies (their captions name no octave), (pattern, tempo) for
+    drums; effects are not split."""
+    if kind == "drums":
+        return ("drums", params["pattern"], params["bpm"])
+    if kind == "sfx":
+        return ("sfx",)
+    pitch = _note(params["root"]) if kind == "note" else NOTE_NAMES[params["root"] % 12]
+    return ("note" if kind == "note" else "harmony", params["program"], pitch)
 
 
 def held_out(kind: str, params: dict[str, Any]) -> bool:
-    """About one combination in eight (instrument x pitch, pattern x tempo) is kept for evaluation."""
-    key = json.dumps({"kind": kind, **{k: params[k] for k in sorted(params) if k in _SPLIT_KEYS}})
-    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 8 == 0
-
-
-_SPLIT_KEYS = ("program", "root", "pattern", "bpm", "effect")
+    """About one combination in eight is kept for evaluation: its caption never occurs in training."""
+    key = split_key(kind, params)
+    if key == ("sfx",):
+        return False
+    return int(hashlib.sha1(json.dumps(key).encode()).hexdigest(), 16) % 8 == 0
 
 
 def _note(midi: int) -> str:
@@ -163,7 +195,7 @@ def _tonal(kind: str, rng: random.Random, seconds: float) -> tuple[dict[str, Any
 
 def _drums(rng: random.Random, seconds: float) -> tuple[dict[str, Any], str, list]:
     pattern = rng.choice(list(DRUM_PATTERNS))
-    bpm = rng.randrange(70, 171, 10)
+    bpm = rng.randrange(70, 171, 5)
     step = 60.0 / bpm / 4
     events = []
     for bar in range(int(math.ceil(seconds / (16 * step)))):
@@ -200,6 +232,47 @@ def _sfx(rng: random.Random, seconds: float, rate: int) -> tuple[dict[str, Any],
     return {"effect": effect}, effect, np.clip(wave, -1, 1).astype(np.float32)
 
 
+def _draw(rng: random.Random, cfg: DemoDataConfig) -> tuple[str, float, dict[str, Any], str, Any]:
+    """One clip's kind, length, parameters, caption and note events (or, for effects, its wave)."""
+    kind = rng.choice(KINDS)
+    seconds = round(rng.uniform(cfg.min_seconds, cfg.max_seconds), 2)
+    if kind == "sfx":
+        params, caption, wave = _sfx(rng, seconds, cfg.sample_rate)
+        return kind, seconds, params, caption, wave
+    params, caption, events = _drums(rng, seconds) if kind == "drums" else _tonal(kind, rng, seconds)
+    return kind, seconds, params, caption, events
+
+
+def draw_prompts(
+    count: int, seed: int, split: str = "held_out", render: bool = False, **config: Any
+) -> list[dict[str, Any]]:
+    """`count` prompts drawn as the generator draws clips, from one split ("held_out" or "train"):
+    rows of kind, caption, seconds and parameters, for the evaluation; `render` adds each one's
+    reference audio ("wave", samples x 2, as the dataset would hold it)."""
+    if split not in ("held_out", "train"):
+        raise ArgumentValueError(f"split must be 'held_out' or 'train', got {split!r}")
+    cfg, rng, rows = DemoDataConfig(**config), random.Random(seed), []
+    renderer = _Renderer(cfg.sample_rate) if render else None
+    while len(rows) < count:
+        kind, seconds, params, caption, content = _draw(rng, cfg)
+        if held_out(kind, params) == (split == "held_out"):
+            rows.append({"caption": caption, "kind": kind, "seconds": seconds, **params})
+            if renderer is not None:
+                rows[-1]["wave"] = _finish(_wave(renderer, kind, seconds, params, content), cfg)
+    return rows
+
+
+def _wave(renderer: _Renderer, kind: str, seconds: float, params: dict[str, Any], content: Any) -> np.ndarray:
+    if kind == "sfx":
+        return content
+    return renderer.render(content, seconds, params.get("program", 0), kind == "drums")
+
+
+def _finish(wave: np.ndarray, cfg: DemoDataConfig) -> np.ndarray:
+    """Scaled to the configured peak, as every clip is written."""
+    return np.clip(wave * (cfg.peak / max(float(np.abs(wave).max()), 1e-4)), -1, 1).astype(np.float32)
+
+
 def make_demo_data(cfg: DemoDataConfig) -> Path:
     """Write the clips, their captions and `manifest.jsonl`; returns the manifest's path. The same
     seed writes the same files."""
@@ -213,19 +286,13 @@ def make_demo_data(cfg: DemoDataConfig) -> Path:
     rows, held = [], 0
     bar = tqdm(total=cfg.count, desc="rendering demo clips", unit="clip", disable=not cfg.progress)
     while len(rows) < cfg.count:
-        kind = rng.choice(KINDS)
-        seconds = round(rng.uniform(cfg.min_seconds, cfg.max_seconds), 2)
-        if kind == "sfx":
-            params, caption, wave = _sfx(rng, seconds, cfg.sample_rate)
-        else:
-            params, caption, events = _drums(rng, seconds) if kind == "drums" else _tonal(kind, rng, seconds)
-            wave = renderer.render(events, seconds, params.get("program", 0), kind == "drums")
-        split = "held_out" if held_out(kind, params) else "train"
-        if split == "held_out":
+        kind, seconds, params, caption, content = _draw(rng, cfg)
+        if held_out(kind, params):
             held += 1
-            continue  # never written: the evaluation renders its own held-out prompts
+            continue  # never written: the evaluation draws its own held-out prompts
+        wave = _finish(_wave(renderer, kind, seconds, params, content), cfg)
         name = f"{len(rows):05d}_{kind}"
-        sf.write(str(out / f"{name}.wav"), np.clip(wave, -1, 1), cfg.sample_rate, subtype="PCM_16")
+        sf.write(str(out / f"{name}.wav"), wave, cfg.sample_rate, subtype="PCM_16")
         (out / f"{name}.txt").write_text(caption)
         rows.append({"path": f"{name}.wav", "caption": caption, "kind": kind, "seconds": seconds, **params})
         bar.update(1)

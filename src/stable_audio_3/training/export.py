@@ -8,15 +8,16 @@ import copy
 import json
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from stable_audio_3.official import hub
 from stable_audio_3.official.checkpoint import export_official_state_dict
 
-__all__ = ["text_encoder_folder", "write_checkpoint"]
+__all__ = ["text_encoder_folder", "write_checkpoint", "ExportConfig", "export_checkpoint"]
 
 
 def text_encoder_folder(base: str | Path, raw: Mapping[str, Any]) -> Path:
@@ -26,6 +27,18 @@ def text_encoder_folder(base: str | Path, raw: Mapping[str, Any]) -> Path:
     return hub.resolve_text_encoder(
         files, prompt.get("repo_id"), prompt.get("subfolder"), prompt.get("model_path")
     )
+
+
+def replace_folder(built: Path, folder: Path) -> Path:
+    """Put the finished folder `built` at `folder`, replacing what was there only once it is
+    complete (the old one is moved aside first and removed last)."""
+    old = folder.with_name(f".{folder.name}.old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    built.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def write_checkpoint(
@@ -59,10 +72,52 @@ def write_checkpoint(
     shutil.copytree(encoder_folder, tmp / subfolder)
     if text_encoder is not None:  # trained with the model: its current weights replace the copied ones
         text_encoder.save_weights(encoder_folder, tmp / subfolder)
-    old = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    return replace_folder(tmp, folder)
+
+
+@dataclass
+class ExportConfig:
+    """What `stable-audio-train export` writes: a trained checkpoint folder, smaller."""
+
+    model: str  # a checkpoint folder (a stage's `<output>/checkpoint`)
+    output: str  # the folder to write (replaced atomically)
+    dtype: str = "float16"  # storage type of floating-point weights: float16, bfloat16 or float32
+
+    HELP: ClassVar[dict[str, str]] = {
+        "model": "trained checkpoint folder",
+        "output": "folder to write: config, weights in --dtype, text encoder",
+        "dtype": "storage type of the floating-point weights (loading casts them back)",
+    }
+
+    def __post_init__(self) -> None:
+        from stable_audio_3.errors import ArgumentValueError
+
+        if self.dtype not in _DTYPES:
+            raise ArgumentValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _cast_file(source: Path, target: Path, dtype: torch.dtype) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    cast = {k: (t.to(dtype) if t.is_floating_point() else t).contiguous() for k, t in tensors.items()}
+    save_file(cast, str(target), metadata)
+
+
+def export_checkpoint(cfg: ExportConfig) -> Path:
+    """Copy a checkpoint folder with its floating-point weights (the model's and the text
+    encoder's) stored as `cfg.dtype`; built beside the target and renamed into place."""
+    files = hub.resolve_model(cfg.model)
+    source, out = files.root, Path(cfg.output)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
+    for weights in source.rglob("*.safetensors"):
+        _cast_file(weights, tmp / weights.relative_to(source), _DTYPES[cfg.dtype])
+    return replace_folder(tmp, out)

@@ -16,7 +16,7 @@ from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training import loop
 from stable_audio_3.training.configs import RunOptions
-from stable_audio_3.training.dataset import LatentCache, find_clips, sample_batch, silence_frame
+from stable_audio_3.training.dataset import LatentCache, find_clips, length_order, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import FlowMatchingObjective, training_shift
 from stable_audio_3.training.samples import due, write_samples
@@ -37,11 +37,13 @@ class PretrainConfig(RunOptions):
     batch_size: int = 4
     duration: float = 10.0  # crop length in seconds
     lr: float = 1e-4
+    warmup_steps: int = 0
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
     ot_coupling: bool = True
     padding_augment_seconds: float = 4.0  # mean of the exponential valid-length extension
+    group_by_length: bool = False  # batches of clips of similar length (less padding, faster)
     checkpoint_every: int = 500
     sample_every: int = 0  # write validation samples every N steps (0: only at the end)
     sample_prompts: tuple[str, ...] = ()
@@ -55,9 +57,11 @@ class PretrainConfig(RunOptions):
         "from_scratch": "re-initialise the DiT instead of continuing the base checkpoint's weights",
         "train_text_encoder": "also train the T5Gemma encoder (our port only; one process)",
         "duration": "crop length in seconds (shorter clips are padded, variable length)",
+        "warmup_steps": "linear learning-rate warm-up over this many steps (0: none)",
         "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
         "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
+        "group_by_length": "draw each batch from clips of similar length: less padding, faster steps",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
     }
@@ -67,6 +71,7 @@ class PretrainConfig(RunOptions):
         for name in ("steps", "batch_size", "checkpoint_every", "sample_steps"):
             check_int(name, getattr(self, name), low=1)
         check_int("sample_every", self.sample_every, low=0)
+        check_int("warmup_steps", self.warmup_steps, low=0)
         check_number("duration", self.duration, low=0.0, low_open=True)
         check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
@@ -106,6 +111,7 @@ class _Run:
     out: Path
     silence: torch.Tensor
     encoder: Path
+    by_length: list[int] | None = None
 
 
 def _text_encoder_weights(model, world: int) -> list[torch.Tensor]:
@@ -149,11 +155,12 @@ def _setup(cfg: PretrainConfig) -> _Run:
         model=model,
         clips=clips,
         latents=latents,
-        optim=loop.Optimisation(params, cfg, rank, out / "train_state.pt"),
+        optim=loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps),
         step_fn=loop.wrap_ddp(objective, world, model.device),
         out=out,
         silence=silence_frame(model),
         encoder=text_encoder_folder(cfg.base, model.config.raw),
+        by_length=length_order(latents) if cfg.group_by_length else None,
     )
     if cfg.resume:
         run.optim.resume()
@@ -166,7 +173,15 @@ def _train_step(run: _Run) -> float:
     max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
     frame_rate = (model.sample_rate, ratio)
     batch = sample_batch(
-        run.clips, run.latents, cfg.batch_size, max_frames, frame_rate, optim.rng, model.device, run.silence
+        run.clips,
+        run.latents,
+        cfg.batch_size,
+        max_frames,
+        frame_rate,
+        optim.rng,
+        model.device,
+        run.silence,
+        run.by_length,
     )
     with loop.autocast(cfg.precision, model.device):
         loss = run.step_fn(batch, optim.gen, optim.rng)

@@ -1,0 +1,150 @@
+"""What `evaluate_demo.py` measures on a clip: its pitch (librosa's pyin), its tempo (librosa's
+beat tracker), its family (tonal / percussive / noise, a nearest-centroid rule on three spectral
+features fitted on reference renders), a multi-resolution STFT distance, a seam measure and a
+spectrogram image. Every function takes mono or stereo float arrays at `rate`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "mono",
+    "pitch_midi",
+    "tempo_bpm",
+    "family_features",
+    "FamilyRule",
+    "stft_distance",
+    "seam_ratio",
+    "spectrogram_png",
+    "semitones_apart",
+]
+
+
+def mono(wave: np.ndarray) -> np.ndarray:
+    """(samples,) float32 from (samples,), (samples, channels) or (channels, samples)."""
+    w = np.asarray(wave, dtype=np.float32)
+    if w.ndim == 2:
+        w = w.mean(axis=0 if w.shape[0] <= 2 < w.shape[1] else 1)
+    return w
+
+
+def pitch_midi(wave: np.ndarray, rate: int) -> float | None:
+    """The median pyin f0 over voiced frames, as a MIDI number (None when nothing is voiced)."""
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(mono(wave), fmin=50.0, fmax=1100.0, sr=rate, frame_length=2048)
+    f0 = f0[voiced & np.isfinite(f0)]
+    if f0.size < 3:
+        return None
+    return float(librosa.hz_to_midi(np.median(f0)))
+
+
+def semitones_apart(a: float, b: float, octave_free: bool = False) -> float:
+    """|a - b| in semitones; `octave_free` compares pitch classes (for chord roots)."""
+    d = abs(a - b)
+    return min(d % 12, 12 - d % 12) if octave_free else d
+
+
+def tempo_bpm(wave: np.ndarray, rate: int) -> float:
+    """librosa's beat-tracker tempo estimate."""
+    import librosa
+
+    tempo, _ = librosa.beat.beat_track(y=mono(wave), sr=rate)
+    return float(np.atleast_1d(tempo)[0])
+
+
+def family_features(wave: np.ndarray, rate: int) -> np.ndarray:
+    """(spectral flatness, percussive energy share after HPSS, peakiness of the onset envelope,
+    share of each frame's energy in its strongest 2 % of bins)."""
+    import librosa
+
+    y = mono(wave)
+    spec = np.abs(librosa.stft(y, n_fft=1024, hop_length=256))
+    flatness = float(np.mean(librosa.feature.spectral_flatness(S=spec)))
+    harmonic, percussive = librosa.decompose.hpss(spec)
+    share = float((percussive**2).sum() / max((harmonic**2).sum() + (percussive**2).sum(), 1e-12))
+    onset = librosa.onset.onset_strength(S=librosa.amplitude_to_db(spec), sr=rate)
+    peaky = float(onset.max() / max(onset.mean(), 1e-6)) if onset.size else 0.0
+    power = spec**2
+    top = np.sort(power, axis=0)[-max(1, power.shape[0] // 50) :].sum(0)
+    loud = power.sum(0) > 1e-3 * power.sum(0).max()
+    peaks = float((top[loud] / power.sum(0)[loud]).mean()) if loud.any() else 0.0
+    return np.array([math.log(flatness + 1e-6), share, math.log(peaky + 1e-6), peaks])
+
+
+class FamilyRule:
+    """Nearest centroid in standardised feature space, fitted on reference renders."""
+
+    def __init__(self, features: Sequence[np.ndarray], labels: Sequence[str]) -> None:
+        x = np.stack(features)
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-9
+        z = (x - self.mean) / self.std
+        self.labels = sorted(set(labels))
+        self.centroids = np.stack([z[[lab == c for lab in labels]].mean(0) for c in self.labels])
+
+    def __call__(self, features: np.ndarray) -> str:
+        z = (features - self.mean) / self.std
+        return self.labels[int(np.argmin(((self.centroids - z) ** 2).sum(1)))]
+
+
+def _magnitudes(wave: np.ndarray, n_fft: int) -> np.ndarray:
+    import librosa
+
+    return np.abs(librosa.stft(mono(wave), n_fft=n_fft, hop_length=n_fft // 4))
+
+
+def stft_distance(a: np.ndarray, b: np.ndarray, sizes: Sequence[int] = (256, 512, 1024, 2048)) -> float:
+    """Multi-resolution STFT distance: mean over sizes of spectral convergence plus the mean
+    |log-magnitude| difference (1e-5 floor); 0 for identical clips."""
+    n = min(len(mono(a)), len(mono(b)))
+    total = 0.0
+    for size in sizes:
+        x, y = _magnitudes(mono(a)[:n], size), _magnitudes(mono(b)[:n], size)
+        total += np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-9)
+        total += np.abs(np.log(np.maximum(x, 1e-5)) - np.log(np.maximum(y, 1e-5))).mean()
+    return float(total / len(sizes))
+
+
+def seam_ratio(wave: np.ndarray, rate: int, seam_seconds: float, hop: int = 256) -> float:
+    """Spectral flux across the seam over the median flux of the clip: about 1 when the seam is as
+    smooth as the rest of the clip, far above 1 for a click or a jump."""
+    spec = np.log1p(_magnitudes(wave, 1024))
+    flux = np.sqrt((np.diff(spec, axis=1) ** 2).sum(0))
+    at = int(round(seam_seconds * rate / hop))
+    around = flux[max(0, at - 2) : at + 2]
+    return float(around.max() / max(np.median(flux), 1e-9))
+
+
+def spectrogram_png(
+    path: Path, waves: Sequence[np.ndarray], rate: int, titles: Sequence[str], marks: Sequence[tuple] = ()
+) -> Path:
+    """Log spectrograms side by side, one per wave, as a PNG; `marks` are (panel, start s, end s)
+    spans outlined on a panel (inpainted regions, the seam)."""
+    from PIL import Image, ImageDraw
+
+    panels = []
+    for wave in waves:
+        db = 20 * np.log10(_magnitudes(wave, 512) + 1e-5)
+        db = np.clip((db - (db.max() - 80)) / 80, 0, 1)[::-1]
+        rgb = np.stack([db**0.7, db**1.5, 0.25 + 0.5 * db * (1 - db)], -1)
+        panels.append(Image.fromarray((rgb * 255).astype(np.uint8)).resize((max(1, db.shape[1] * 2), 257)))
+    width, height = sum(p.width for p in panels) + 10 * (len(panels) - 1), 257 + 22
+    canvas = Image.new("RGB", (width, height), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    offsets = []
+    for panel, title in zip(panels, titles, strict=True):
+        canvas.paste(panel, (x, 22))
+        draw.text((x + 4, 4), title, fill="black")
+        offsets.append(x)
+        x += panel.width + 10
+    for index, start, end in marks:
+        per_second = panels[index].width / (len(mono(waves[index])) / rate)
+        x0, x1 = offsets[index] + start * per_second, offsets[index] + end * per_second
+        draw.rectangle([x0, 22, max(x0 + 1, x1), height - 1], outline="white", width=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

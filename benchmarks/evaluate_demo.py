@@ -1,0 +1,204 @@
+"""Measure the demo model: does it follow prompts it never saw, and do its editing modes work?
+
+    pip install ".[train,eval]" && pip install --no-deps tinysoundfont
+    python benchmarks/evaluate_demo.py [--model demo] [--prompts 120] [--images docs/images]
+
+Prompts are drawn from the held-out split of the demo dataset (instrument x pitch and pattern x tempo
+combinations whose captions never occur in training), plus effect prompts (effects are not split).
+Each generated clip is measured, and so is the reference render of the same prompt (the measure's own
+ceiling): pitch of note and chord prompts (pyin, within a semitone; chord roots by pitch class),
+tempo of drum prompts (beat tracker, within 5 %, strict and allowing the tracker's double/half
+errors), family (tonal / percussive / noise, a nearest-centroid rule fitted on training-split
+renders). Inpainting: the MR-STFT distance of the kept regions to the autoencoder's reconstruction of
+the source, and of the filled regions to the source. Continuation: the seam's spectral flux over the
+clip's median flux. Speed: 10 s of audio end to end. Prints a table, writes JSON and spectrograms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import demo_measures as dm  # noqa: E402
+
+from stable_audio_3 import AutoencoderModel, StableAudioModel  # noqa: E402
+from stable_audio_3.training.demo_data import draw_prompts, family  # noqa: E402
+
+PITCHED = ("note", "chord")
+
+
+def _generate(model: StableAudioModel, row: dict, seed: int, steps: int, duration: float) -> np.ndarray:
+    audio = model.generate(row["caption"], duration=duration, steps=steps, seed=seed, progress=False)
+    return audio[0].numpy()
+
+
+def _duration(row: dict) -> float:
+    """Drum prompts get at least 6 s (the beat tracker needs bars), the others at least 2 s."""
+    return round(max(row["seconds"], 6.0 if row["kind"] == "drums" else 2.0), 2)
+
+
+def _measure(row: dict, wave: np.ndarray, rate: int, rule: dm.FamilyRule) -> dict:
+    out = {"family_ok": rule(dm.family_features(wave, rate)) == family(row["kind"], row)}
+    if row["kind"] in PITCHED:
+        midi = dm.pitch_midi(wave, rate)
+        out["pitch"] = midi
+        out["pitch_ok"] = midi is not None and dm.semitones_apart(midi, row["root"], row["kind"] == "chord") <= 1
+    if row["kind"] == "drums":
+        bpm = dm.tempo_bpm(wave, rate)
+        out["tempo"] = bpm
+        out["tempo_ok"] = abs(bpm - row["bpm"]) <= 0.05 * row["bpm"]
+        out["tempo_ok_octave"] = any(abs(bpm - f * row["bpm"]) <= 0.05 * f * row["bpm"] for f in (0.5, 1, 2))
+    return out
+
+
+def _rate(results: list[dict], key: str) -> dict:
+    values = [r[key] for r in results if key in r]
+    return {"ok": int(sum(values)), "n": len(values), "rate": float(np.mean(values)) if values else float("nan")}
+
+
+def prompt_following(model: StableAudioModel, args: argparse.Namespace) -> dict:
+    rate = model.sample_rate
+    train = draw_prompts(150, seed=args.seed + 1, split="train", render=True, sample_rate=rate)
+    rule = dm.FamilyRule(
+        [dm.family_features(r["wave"], rate) for r in train], [family(r["kind"], r) for r in train]
+    )
+    rows = draw_prompts(args.prompts, seed=args.seed, render=True, sample_rate=rate)
+    effects = [r for r in draw_prompts(200, seed=args.seed + 2, split="train", sample_rate=rate, render=True)]
+    rows += [r for r in effects if r["kind"] == "sfx"][: args.effects]
+    generated, reference = [], []
+    for i, row in enumerate(rows):
+        wave = _generate(model, row, args.seed + i, args.steps, _duration(row))
+        generated.append({"caption": row["caption"], **_measure(row, wave, rate, rule)})
+        reference.append(_measure(row, row["wave"], rate, rule))
+        if i < args.examples:
+            dm.spectrogram_png(args.work / f"t2a_{i:02d}.png", [wave], rate, [row["caption"]])
+        print(f"\r{i + 1}/{len(rows)} prompts", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    keys = ("pitch_ok", "tempo_ok", "tempo_ok_octave", "family_ok")
+    return {
+        "held_out_prompts": args.prompts,
+        "effect_prompts": len(rows) - args.prompts,
+        "generated": {k: _rate(generated, k) for k in keys},
+        "reference_renders": {k: _rate(reference, k) for k in keys},
+        "items": generated,
+    }
+
+
+def _source(rate: int, seed: int, kind: str, seconds: float) -> dict:
+    rows = draw_prompts(400, seed=seed, render=True, sample_rate=rate, min_seconds=seconds, max_seconds=seconds)
+    return next(r for r in rows if r["kind"] == kind)
+
+
+def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namespace) -> dict:
+    rate, out = model.sample_rate, {"inpainting": [], "continuation": []}
+    for j, kind in enumerate(("melody", "drums", "chord")):
+        src = _source(rate, args.seed + 10 + j, kind, 8.0)
+        wave = torch.from_numpy(src["wave"].T.copy())
+        recon = ae.decode(ae.encode(wave, sample_rate=rate))[0, :, : wave.shape[-1]].numpy()
+        starts, ends = [1.5, 5.0], [3.0, 6.5]
+        edited = model.generate(
+            src["caption"], duration=8.0, steps=args.steps, seed=args.seed + j, progress=False,
+            inpaint_audio=(wave, rate), inpaint_mask_start_seconds=starts, inpaint_mask_end_seconds=ends,
+        )[0].numpy()  # fmt: skip
+        keep = np.ones(wave.shape[-1], bool)
+        for s, e in zip(starts, ends, strict=True):
+            keep[int(s * rate) : int(e * rate)] = False
+        kept = dm.stft_distance(edited[:, keep], recon[:, keep])
+        filled = dm.stft_distance(edited[:, ~keep], src["wave"].T[:, ~keep])
+        fill_rms = float(np.sqrt((edited[:, ~keep] ** 2).mean()) / max(np.sqrt((recon[:, ~keep] ** 2).mean()), 1e-9))
+        out["inpainting"].append({"caption": src["caption"], "kept_vs_reconstruction": kept,
+                                  "filled_vs_source": filled, "filled_rms_ratio": fill_rms})  # fmt: skip
+        marks = [(2, s, e) for s, e in zip(starts, ends, strict=True)]
+        dm.spectrogram_png(args.images / f"demo_inpainting_{kind}.png", [src["wave"].T, recon, edited], rate,
+                           ["source", "autoencoder reconstruction", "inpainted (regions outlined)"], marks)  # fmt: skip
+        prefix = wave[:, : 4 * rate]
+        cont = model.generate(
+            src["caption"], duration=8.0, steps=args.steps, seed=args.seed + j, progress=False,
+            inpaint_audio=(prefix, rate), inpaint_mask_start_seconds=4.0, inpaint_mask_end_seconds=8.0,
+        )[0].numpy()  # fmt: skip
+        out["continuation"].append({
+            "caption": src["caption"],
+            "seam_ratio": dm.seam_ratio(cont, rate, 4.0),
+            "reference_seam_ratio_at_4s": dm.seam_ratio(src["wave"].T, rate, 4.0),
+            "median_ratio_elsewhere": float(np.median([dm.seam_ratio(cont, rate, t) for t in (1.0, 2.0, 3.0, 5.0, 6.0, 7.0)])),
+        })  # fmt: skip
+        dm.spectrogram_png(args.images / f"demo_continuation_{kind}.png", [prefix.numpy(), cont], rate,
+                           ["the first 4 s of the source", "continued to 8 s (seam outlined)"], [(1, 3.95, 4.05)])  # fmt: skip
+    return out
+
+
+def speed(model: StableAudioModel, args: argparse.Namespace) -> dict:
+    model.generate("drum kit, rock beat, 120 BPM", duration=10.0, steps=args.steps, seed=0, progress=False)
+    times = []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        model.generate(f"acoustic grand piano, C major chord {i}", duration=10.0, steps=args.steps, seed=i, progress=False)
+        times.append(time.perf_counter() - start)
+    return {"seconds_for_10s": float(np.median(times)), "all": times, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo")
+    p.add_argument("--prompts", type=int, default=120, help="held-out prompts")
+    p.add_argument("--effects", type=int, default=20, help="effect prompts (family only)")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--examples", type=int, default=0, help="spectrograms of the first N generations")
+    p.add_argument("--images", type=Path, default=HERE.parent / "docs" / "images")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "evaluate_demo.json")
+    p.add_argument("--skip", nargs="*", default=[], choices=["prompts", "editing", "speed"])
+    args = p.parse_args()
+    args.work = args.out.parent / "demo_examples"
+    model = StableAudioModel.from_pretrained(args.model, device="cpu")
+    ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
+    report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
+    if "speed" not in args.skip:
+        report["speed"] = speed(model, args)
+    if "prompts" not in args.skip:
+        report["prompts"] = prompt_following(model, args)
+    if "editing" not in args.skip:
+        report["editing"] = editing(model, ae, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    _print(report)
+
+
+def _print(report: dict) -> None:
+    print("| measure | demo model | reference renders | threshold |\n|---|---|---|---|")
+    if "prompts" in report:
+        g, r = report["prompts"]["generated"], report["prompts"]["reference_renders"]
+        rows = (("pitch within a semitone (note, chord root)", "pitch_ok", "≥ 80 %"),
+                ("tempo within 5 %", "tempo_ok", "≥ 80 %"),
+                ("tempo within 5 %, double/half allowed", "tempo_ok_octave", "≥ 80 %"),
+                ("family (tonal / percussive / noise)", "family_ok", "≥ 90 %"))  # fmt: skip
+        for name, key, threshold in rows:
+            print(f"| {name} | {g[key]['ok']}/{g[key]['n']} ({100 * g[key]['rate']:.0f} %) | "
+                  f"{r[key]['ok']}/{r[key]['n']} ({100 * r[key]['rate']:.0f} %) | {threshold} |")  # fmt: skip
+    if "editing" in report:
+        for item in report["editing"]["inpainting"]:
+            print(f"| inpainting '{item['caption']}': kept regions vs AE reconstruction (MR-STFT) | "
+                  f"{item['kept_vs_reconstruction']:.3f} | filled vs source {item['filled_vs_source']:.3f}, "
+                  f"filled RMS ratio {item['filled_rms_ratio']:.2f} | close to 0 |")  # fmt: skip
+        for item in report["editing"]["continuation"]:
+            print(f"| continuation '{item['caption']}': seam flux / median flux | {item['seam_ratio']:.2f} | "
+                  f"source at 4 s {item['reference_seam_ratio_at_4s']:.2f}; the output elsewhere "
+                  f"{item['median_ratio_elsewhere']:.2f} | near the output's own |")  # fmt: skip
+    if "speed" in report:
+        s = report["speed"]
+        print(f"| 10 s of audio, {report['steps']} steps, {s['threads']} threads | {s['seconds_for_10s']:.2f} s | | ≤ 2 s |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The pieces the demo model's training needs beyond the stages themselves: batches of similar
+length, bf16 autocast on a CPU, list options from TOML files, and the smaller exported checkpoint."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import checkpoint_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from test_stages import _losses, _pretrain_config, data  # noqa: F401 (the fixture)
+
+from stable_audio_3 import StableAudioModel
+from stable_audio_3.apps import train as train_app
+from stable_audio_3.training import ExportConfig, PretrainConfig, build_config, export_checkpoint, pretrain
+from stable_audio_3.training.dataset import similar_length_picks
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 300), st.integers(1, 32), st.integers(0, 2**31))
+def test_similar_length_picks_stay_in_a_window_of_neighbours(n: int, batch: int, seed: int) -> None:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    picks = similar_length_picks(order, batch, random.Random(seed))
+    positions = [order.index(p) for p in picks]
+    assert len(picks) == batch and max(positions) - min(positions) < 4 * batch
+
+
+def test_every_clip_can_be_drawn() -> None:
+    rng, order = random.Random(0), list(range(100))
+    seen = {p for _ in range(2000) for p in similar_length_picks(order, 4, rng)}
+    assert seen == set(order)
+
+
+def test_pretraining_in_bf16_on_a_cpu_with_length_groups(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    cfg = _pretrain_config(data, tmp_path / "run", steps=12, precision="bf16", group_by_length=True)
+    pretrain(cfg)
+    losses = [loss for _, loss in _losses(tmp_path / "run")]
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_list_options_come_from_a_toml_file() -> None:
+    cfg = build_config(
+        PretrainConfig,
+        {"base": "b", "data": "d", "sample_prompts": ["a tone", "a drum"]},
+        {"steps": 3},
+        "test.toml",
+    )
+    assert cfg.sample_prompts == ("a tone", "a drum") and cfg.steps == 3
+    args = train_app.build_parser().parse_args(["pretrain", "--base", "b", "--data", "d", "--sample-prompts"])
+    assert args.sample_prompts == []
+
+
+def test_export_halves_the_weights_and_still_generates(tmp_path: Path) -> None:
+    out = export_checkpoint(ExportConfig(model=str(checkpoint_dir("A")), output=str(tmp_path / "small")))
+    weights = load_file(str(out / "model.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float16}
+    te = load_file(str(out / "text_encoder" / "model.safetensors"))
+    assert {t.dtype for t in te.values() if t.is_floating_point()} == {torch.float16}
+    before = (checkpoint_dir("A") / "model.safetensors").stat().st_size
+    assert (out / "model.safetensors").stat().st_size < 0.6 * before
+    full = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    half = StableAudioModel.from_pretrained(out, device="cpu")
+    a = full.generate("a tone", duration=1.0, steps=4, seed=3, progress=False)
+    b = half.generate("a tone", duration=1.0, steps=4, seed=3, progress=False)
+    assert torch.isfinite(b).all() and (a - b).abs().max() < 0.05 * a.abs().max() + 1e-3
+    with pytest.raises(ValueError, match="dtype"):
+        ExportConfig(model="m", output="o", dtype="int8")

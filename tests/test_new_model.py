@@ -1,0 +1,91 @@
+"""`stable-audio-train new-model`: a DiT template, a trained autoencoder and a new text encoder
+composed into a checkpoint folder that loads, generates and pre-trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import checkpoint_dir
+from safetensors.torch import load_file
+
+from stable_audio_3 import AutoencoderModel, ConfigError, StableAudioModel
+from stable_audio_3.training import NewModelConfig, new_model
+from stable_audio_3.training.new_model import compose_config
+
+CAPTIONS = ["trumpet, D minor chord", "drum kit, rock beat, 120 BPM", "violin, A4 note", "riser"]
+
+
+def _captions(folder: Path) -> Path:
+    folder.mkdir()
+    rows = [{"path": f"{i}.wav", "caption": c} for i, c in enumerate(CAPTIONS)]
+    for i in range(len(CAPTIONS)):
+        sf.write(str(folder / f"{i}.wav"), np.zeros((600, 2), dtype=np.float32), 6000)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+def _template(tmp_path: Path, **dit: int) -> Path:
+    raw = json.loads((checkpoint_dir("A") / "model_config.json").read_text())
+    raw["model"]["pretransform"]["config"] = "replaced"
+    raw["model"]["diffusion"]["config"].update(dit)
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_composed_folder_keeps_the_autoencoder_and_knows_the_captions(tmp_path: Path) -> None:
+    manifest = _captions(tmp_path / "data")
+    template = _template(tmp_path, depth=1)
+    cfg = NewModelConfig(
+        template=str(template),
+        autoencoder=str(checkpoint_dir("A")),
+        captions=str(manifest),
+        output=str(tmp_path / "new"),
+        text_layers=1,
+        text_heads=2,
+        text_head_dim=8,
+        text_ff=16,
+    )
+    folder = new_model(cfg)
+    model = StableAudioModel.from_pretrained(folder, device="cpu")
+    assert model.config.diffusion.dit.depth == 1
+    source = AutoencoderModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    for (name, a), b in zip(
+        model.networks.autoencoder.state_dict().items(), source.autoencoder.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    words = json.loads((folder / "text_encoder" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {"trumpet", "minor", "bpm", "a4", "riser"} <= set(words)
+    audio = model.generate(CAPTIONS[0], duration=0.5, steps=2, seed=0, progress=False)
+    assert torch.isfinite(audio).all()
+    again = new_model(NewModelConfig(**{**vars(cfg), "output": str(tmp_path / "again")}))
+    a, b = load_file(str(folder / "model.safetensors")), load_file(str(again / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the seed decides
+    assert not list(tmp_path.glob(".*"))  # no staging folder left behind
+
+
+def test_the_latent_width_follows_the_autoencoder() -> None:
+    raw = json.loads((checkpoint_dir("A") / "model_config.json").read_text())
+    ae = {"sample_rate": 8000, "model": {**raw["model"]["pretransform"]["config"], "latent_dim": 4}}
+    composed = compose_config(raw, ae)
+    dit = composed["model"]["diffusion"]["config"]
+    assert composed["sample_rate"] == 8000 and composed["model"]["io_channels"] == 4
+    assert dit["io_channels"] == 4 and dit["local_add_cond_dim"] == 5
+    assert composed["sample_size"] % (256 * 2) == 0
+
+
+def test_a_config_file_is_not_a_trained_autoencoder(tmp_path: Path) -> None:
+    manifest = _captions(tmp_path / "data")
+    cfg = NewModelConfig(
+        template=str(_template(tmp_path)),
+        autoencoder=str(checkpoint_dir("A") / "model_config.json"),
+        captions=str(manifest),
+        output=str(tmp_path / "x"),
+    )
+    with pytest.raises(ConfigError, match="not a trained folder"):
+        new_model(cfg)
