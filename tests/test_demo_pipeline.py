@@ -71,3 +71,24 @@ def test_export_halves_the_weights_and_still_generates(tmp_path: Path) -> None:
     assert torch.isfinite(b).all() and (a - b).abs().max() < 0.05 * a.abs().max() + 1e-3
     with pytest.raises(ValueError, match="dtype"):
         ExportConfig(model="m", output="o", dtype="int8")
+
+
+def test_waveform_loss_is_relative_to_the_signal_power() -> None:
+    from stable_audio_3.training.autoencoder_trainer import waveform_loss
+
+    x = torch.randn(2, 2, 1000, generator=torch.Generator().manual_seed(0))
+    assert waveform_loss(x, x) == 0
+    assert waveform_loss(torch.zeros_like(x), x) == pytest.approx(1.0)
+    assert waveform_loss(0.1 * torch.zeros_like(x), 0.1 * x) == pytest.approx(1.0)
+    assert waveform_loss(0.5 * x, x) == pytest.approx(0.25)
+
+
+def test_the_prompt_cache_never_evicts_a_prompt_of_the_current_call() -> None:
+    model = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    prompt = model.networks.conditioners[model.config.prompt.id]
+    prompt._cache_size = 4
+    first = prompt(["a", "b", "c", "d"], "cpu")[0]
+    again = prompt(["a", "e", "f", "g", "h"], "cpu")[0]  # "a" is the oldest entry: it must survive
+    assert torch.equal(first[0], again[0])
+    many = prompt([f"p{i}" for i in range(9)], "cpu")[0]  # more prompts than the cache holds
+    assert many.shape[0] == 9 and len(prompt._cache) == 9

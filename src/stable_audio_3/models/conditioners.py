@@ -159,14 +159,19 @@ class PromptConditioner(nn.Module):
         self._cache.clear()
 
     def _encode_unique(self, prompts: list[str]) -> None:
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if not todo:
-            return
-        ids, mask = self.encoder.tokenize(todo, self.cfg.max_length)
-        hidden = self.encoder(ids, mask)
-        for i, p in enumerate(todo):
-            self._cache[p] = (hidden[i], mask[i])
-        while len(self._cache) > self._cache_size:
+        """Encode the prompts not cached yet; evict the least recently used others (never one of
+        `prompts`, however many there are)."""
+        unique = list(dict.fromkeys(prompts))
+        for p in unique:  # this call's cached prompts become the most recent: never evicted below
+            if p in self._cache:
+                self._cache.move_to_end(p)
+        todo = [p for p in unique if p not in self._cache]
+        if todo:
+            ids, mask = self.encoder.tokenize(todo, self.cfg.max_length)
+            hidden = self.encoder(ids, mask)
+            for i, p in enumerate(todo):
+                self._cache[p] = (hidden[i], mask[i])
+        while len(self._cache) > max(self._cache_size, len(unique)):
             self._cache.popitem(last=False)
 
     def forward(
@@ -177,8 +182,6 @@ class PromptConditioner(nn.Module):
             ids, mask = self.encoder.tokenize(prompts, self.cfg.max_length)
             return self._project(self.encoder(ids, mask).to(device), mask.to(device))
         self._encode_unique(prompts)
-        for p in prompts:  # refresh LRU order
-            self._cache.move_to_end(p)
         hidden = torch.stack([self._cache[p][0] for p in prompts]).to(device)
         mask = torch.stack([self._cache[p][1] for p in prompts]).to(device)
         return self._project(hidden, mask)

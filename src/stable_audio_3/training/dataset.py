@@ -117,9 +117,19 @@ class LatentCache:
     def __init__(self, folder: Path, model: StableAudioModel) -> None:
         self.folder = Path(folder)
         self.model = model
-        ae = model.autoencoder
-        probe = next(iter(ae.parameters())).detach().float().cpu().flatten()[:256]
-        self.fingerprint = hashlib.sha1(probe.numpy().tobytes()).hexdigest()[:12]
+        digest = hashlib.sha1()
+        for tensor in model.autoencoder.state_dict().values():  # a few values of every tensor
+            digest.update(tensor.detach().float().cpu().flatten()[:64].numpy().tobytes())
+        self.fingerprint = digest.hexdigest()[:12]
+
+    @classmethod
+    def for_data(cls, data: str | Path, cache_dir: str | Path | None, model: StableAudioModel) -> LatentCache:
+        """The cache a stage uses: `cache_dir`, else `.sa3_latents` in the data folder (beside a
+        manifest file)."""
+        if cache_dir:
+            return cls(Path(cache_dir), model)
+        data = Path(data)
+        return cls((data if data.is_dir() else data.parent) / ".sa3_latents", model)
 
     def _key(self, clip: Clip) -> Path:
         st = clip.path.stat()

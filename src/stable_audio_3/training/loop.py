@@ -223,6 +223,11 @@ class Optimisation:
             self.ema.update(self.step)
         return float(loss.detach())
 
+    @property
+    def current_lr(self) -> float:
+        """The learning rate of the last step (after warm-up)."""
+        return float(self.opt.param_groups[0]["lr"])
+
     def save(self, **extra: Any) -> None:
         save_state(self.state_path, self.step, self.params, self.opt, self.ema, self.gen, self.rng, **extra)
 

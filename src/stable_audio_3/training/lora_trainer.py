@@ -155,7 +155,7 @@ def _load(cfg: TrainConfig, device, rank: int) -> tuple[Any, list[Clip], list[to
         cfg.model, device=device, model_half=False, attention_padding="exclude"
     )
     clips = find_clips(cfg.data)
-    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
+    cache = LatentCache.for_data(cfg.data, cfg.cache_dir, model)
     return model, clips, cache.encode_all(clips, progress=cfg.progress and rank == 0)
 
 

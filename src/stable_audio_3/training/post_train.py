@@ -180,7 +180,7 @@ def _setup(cfg: PostTrainConfig) -> _Run:
     disc = Discriminator(trunk, cfg.train_trunk, cfg.seed)
     disc.head.to(model.device)
     clips = find_clips(cfg.data)
-    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
+    cache = LatentCache.for_data(cfg.data, cfg.cache_dir, model)
     d_cfg = SimpleNamespace(
         lr=cfg.lr_discriminator, weight_decay=cfg.weight_decay, ema_decay=0.0, seed=cfg.seed
     )

@@ -135,7 +135,7 @@ def _setup(cfg: PretrainConfig) -> _Run:
     if cfg.from_scratch:
         reinitialise(model.networks.dit, cfg.seed)
     clips = find_clips(cfg.data)
-    cache = LatentCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.data) / ".sa3_latents", model)
+    cache = LatentCache.for_data(cfg.data, cfg.cache_dir, model)
     latents = cache.encode_all(clips, progress=cfg.progress and rank == 0)
     params = trainable_parameters(model)
     if cfg.train_text_encoder:
@@ -227,7 +227,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     try:
         while run.optim.step < cfg.steps:
             value = _train_step(run)
-            report.step(run.optim.step, loss=value, lr=cfg.lr)
+            report.step(run.optim.step, loss=value, lr=run.optim.current_lr)
             _checkpoint(run)
     finally:
         report.close()
