@@ -131,8 +131,10 @@ def spectrogram_png(
         db = 20 * np.log10(_magnitudes(wave, 512) + 1e-5)
         db = np.clip((db - (db.max() - 80)) / 80, 0, 1)[::-1]
         rgb = np.stack([db**0.7, db**1.5, 0.25 + 0.5 * db * (1 - db)], -1)
-        panels.append(Image.fromarray((rgb * 255).astype(np.uint8)).resize((max(1, db.shape[1] * 2), 257)))
-    width, height = sum(p.width for p in panels) + 10 * (len(panels) - 1), 257 + 22
+        seconds = len(mono(wave)) / rate
+        size = (max(60, int(seconds * 60)), 200)  # 60 px per second
+        panels.append(Image.fromarray((rgb * 255).astype(np.uint8)).resize(size, Image.BILINEAR))
+    width, height = sum(p.width for p in panels) + 10 * (len(panels) - 1), 200 + 22
     canvas = Image.new("RGB", (width, height), "white")
     draw, x = ImageDraw.Draw(canvas), 0
     offsets = []

@@ -23,7 +23,8 @@ def test_the_demo_model_is_small_package_data() -> None:
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 40 * 2**20
     config = json.loads((folder / "model_config.json").read_text())
-    assert config["sample_rate"] == 16000 and config["model"]["diffusion"]["diffusion_objective"] == "rf_denoiser"
+    assert config["sample_rate"] == 16000
+    assert config["model"]["diffusion"]["diffusion_objective"] == "rf_denoiser"
     assert {"model.safetensors", "model_config.json"} <= {p.name for p in files}
 
 
