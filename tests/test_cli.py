@@ -255,9 +255,9 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path) -> None:
         "-p",
         "a",
         "--duration",
-        "20",
+        "300",  # long enough that sampling is still running when the signal arrives
         "--steps",
-        "400",
+        "1000",
         "-o",
         str(out),
     ]
