@@ -261,7 +261,10 @@ def test_ctrl_c_exits_130_and_writes_nothing(tmp_path) -> None:
         "-o",
         str(out),
     ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then installs no handler:
+    # restore the default so the child sees Ctrl-C as a user's terminal delivers it.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # wait until sampling has started
         if "step 1/" in line or time.monotonic() > deadline:
