@@ -104,6 +104,21 @@ def _source(rate: int, seed: int, kind: str, seconds: float) -> dict:
     return next(r for r in rows if r["kind"] == kind)
 
 
+def _inpaint(model: StableAudioModel, caption: str, wave: torch.Tensor, starts, ends, seed: int, steps: int):
+    """8 s regenerated where [starts, ends) say; a source shorter than 8 s is continued."""
+    audio = model.generate(
+        caption,
+        duration=8.0,
+        steps=steps,
+        seed=seed,
+        progress=False,
+        inpaint_audio=(wave, model.sample_rate),
+        inpaint_mask_start_seconds=starts,
+        inpaint_mask_end_seconds=ends,
+    )
+    return audio[0].numpy()
+
+
 def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namespace) -> dict:
     rate, out = model.sample_rate, {"inpainting": [], "continuation": []}
     for j, kind in enumerate(("melody", "drums", "chord")):
@@ -111,16 +126,7 @@ def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namesp
         wave = torch.from_numpy(src["wave"].T.copy())
         recon = ae.decode(ae.encode(wave, sample_rate=rate))[0, :, : wave.shape[-1]].numpy()
         starts, ends = [1.5, 5.0], [3.0, 6.5]
-        edited = model.generate(
-            src["caption"],
-            duration=8.0,
-            steps=args.steps,
-            seed=args.seed + j,
-            progress=False,
-            inpaint_audio=(wave, rate),
-            inpaint_mask_start_seconds=starts,
-            inpaint_mask_end_seconds=ends,
-        )[0].numpy()
+        edited = _inpaint(model, src["caption"], wave, starts, ends, args.seed + j, args.steps)
         keep = np.ones(wave.shape[-1], bool)
         for s, e in zip(starts, ends, strict=True):
             keep[int(s * rate) : int(e * rate)] = False
@@ -145,16 +151,7 @@ def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namesp
             marks,
         )
         prefix = wave[:, : 4 * rate]
-        cont = model.generate(
-            src["caption"],
-            duration=8.0,
-            steps=args.steps,
-            seed=args.seed + j,
-            progress=False,
-            inpaint_audio=(prefix, rate),
-            inpaint_mask_start_seconds=4.0,
-            inpaint_mask_end_seconds=8.0,
-        )[0].numpy()
+        cont = _inpaint(model, src["caption"], prefix, 4.0, 8.0, args.seed + j, args.steps)
         out["continuation"].append(
             {
                 "caption": src["caption"],
