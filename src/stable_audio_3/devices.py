@@ -6,9 +6,9 @@ import warnings
 
 import torch
 
-from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError, OutOfMemoryError
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["resolve_device", "resolve_dtype", "as_out_of_memory"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -57,3 +57,15 @@ def resolve_dtype(
         )
         return torch.float32
     return torch.float16 if model_half else torch.float32
+
+
+def as_out_of_memory(err: BaseException, what: str) -> OutOfMemoryError | None:
+    """A device allocation failure as one error that says what asked for the memory (`what`)."""
+    text = str(err)
+    markers = ("out of memory", "can't allocate memory", "DefaultCPUAllocator")
+    if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and not any(m in text for m in markers):
+        return None
+    return OutOfMemoryError(
+        f"out of memory generating {what}: lower batch_size or duration, use chunked_decode=True, or a "
+        "smaller dtype"
+    )

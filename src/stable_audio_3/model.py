@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -10,12 +11,11 @@ from typing import Any
 import torch
 import torch.nn.utils.parametrize as parametrize
 
-from stable_audio_3.devices import resolve_device, resolve_dtype
+from stable_audio_3.devices import as_out_of_memory, resolve_device, resolve_dtype
 from stable_audio_3.errors import (
     ArgumentTypeError,
     ArgumentValueError,
     NonFiniteOutputError,
-    OutOfMemoryError,
 )
 from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
@@ -306,7 +306,7 @@ class StableAudioModel:
         duration: float | Sequence[float] = 30.0,
         steps: int = 8,
         cfg_scale: float = 1.0,
-        seed: int | None = -1,
+        seed: int | Sequence[int] | None = -1,
         batch_size: int | None = None,
         *,
         apg_scale: float = 1.0,
@@ -336,10 +336,11 @@ class StableAudioModel:
     ) -> torch.Tensor:
         """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
 
-        Per-item lists are accepted for `prompt`, `negative_prompt` and `duration`. `seed=-1`
-        draws a random seed; the one used is in `model.last_record.seed`. `callback(StepInfo)` runs
-        after every sampler step; `cancel` (an Event or a callable) aborts with
-        `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
+        Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` and `seed` (one random
+        stream per item: item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a random
+        seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
+        `callback(StepInfo)` runs after every sampler step; `cancel` (an Event or a callable) aborts
+        with `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
         row for all items or one per item). `sampling_shift` replaces the checkpoint's schedule shift
         (official `sampling_distribution_shift_options`, e.g. `{"type": "logsnr", "rate": 0.0}`, or
         "none").
@@ -367,7 +368,7 @@ class StableAudioModel:
             try:
                 output, record = run_generation(self._components(), request)
             except (RuntimeError, MemoryError) as err:
-                oom = _as_out_of_memory(err, request)
+                oom = as_out_of_memory(err, f"{request.batch} item(s) of up to {max(request.durations):g} s")
                 if oom is None:
                     raise
                 raise oom from None
@@ -383,14 +384,10 @@ class StableAudioModel:
         self.last_record = record
         return output
 
-
-def _as_out_of_memory(err: BaseException, request: GenerationRequest) -> OutOfMemoryError | None:
-    """A device allocation failure as one error that says what asked for the memory."""
-    text = str(err)
-    markers = ("out of memory", "can't allocate memory", "DefaultCPUAllocator")
-    if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and not any(m in text for m in markers):
-        return None
-    return OutOfMemoryError(
-        f"out of memory generating {request.batch} item(s) of up to {max(request.durations):g} s: lower "
-        "batch_size or duration, use chunked_decode=True, or a smaller dtype"
-    )
+    def check_arguments(self, **arguments: Any) -> None:
+        """Check `generate()` arguments without generating: raises the error `generate()` would (what
+        a server does when it accepts a job). `lora_strength` is checked when the call runs."""
+        arguments.pop("lora_strength", None)
+        bound = inspect.signature(StableAudioModel.generate).bind(self, **arguments)
+        bound.apply_defaults()
+        GenerationRequest.check_inputs(self.config, self.device, bound.arguments)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from stable_audio_3.models.same import SAMEAutoencoder
 from stable_audio_3.pipeline.inpainting import limit_mask, mask_from_regions, mask_to_latents
 from stable_audio_3.pipeline.lengths import Lengths
 from stable_audio_3.pipeline.request import EditRequest
+from stable_audio_3.pipeline.seeds import Generators, ItemGenerators
 
 __all__ = ["EditInputs", "encode_source", "prepare_edit_inputs"]
 
@@ -35,6 +37,27 @@ def encode_source(
     return ae.encode_chunked(audio, generator=generator) if chunked else ae.encode(audio, generator=generator)
 
 
+def _encode_for_batch(
+    ae: SAMEAutoencoder,
+    wave: torch.Tensor,
+    batch: int,
+    lengths: Lengths,
+    chunked: bool,
+    device: torch.device,
+    generator: Generators,
+) -> torch.Tensor:
+    """(B, C', L) source latents: one encoding for the batch, or with per-item seeds one per item,
+    each at its batch-1 length from its own stream (zero past it, where attention masks it)."""
+    if not isinstance(generator, ItemGenerators):
+        return encode_source(ae, wave, lengths.samples, chunked, device, generator).expand(batch, -1, -1)
+    ratio = lengths.samples // lengths.latents
+    items = []
+    for g, frames in zip(generator.generators, generator.frames, strict=True):
+        z = encode_source(ae, wave, frames * ratio, chunked, device, g)
+        items.append(F.pad(z, (0, lengths.latents - z.shape[-1])))
+    return torch.cat(items)
+
+
 def _audio_mask(edit: EditRequest, lengths: Lengths, longest: float, sample_rate: int) -> torch.Tensor | None:
     if edit.regions is not None:
         mask = mask_from_regions(edit.regions, lengths.samples, sample_rate)
@@ -56,18 +79,19 @@ def prepare_edit_inputs(
     chunked_encode: bool,
     device: torch.device,
     dtype: torch.dtype,
-    generator: torch.Generator,
+    generator: Generators,
 ) -> EditInputs:
     """Encode init/inpaint audio (in that order, as the reference draws its RNG) and build the mask."""
     length = lengths.latents
     mask = _audio_mask(edit, lengths, longest, sample_rate)
     init_latents = source = None
+    encode = functools.partial(
+        _encode_for_batch, ae, batch=batch, lengths=lengths, chunked=chunked_encode, device=device
+    )
     if edit.init_audio is not None:
-        init = encode_source(ae, edit.init_audio, lengths.samples, chunked_encode, device, generator)
-        init_latents = init.expand(batch, -1, -1)
+        init_latents = encode(edit.init_audio, generator=generator)
     if edit.inpaint_audio is not None:
-        source = encode_source(ae, edit.inpaint_audio, lengths.samples, chunked_encode, device, generator)
-        source = source.expand(batch, -1, -1)
+        source = encode(edit.inpaint_audio, generator=generator)
     if mask is None:
         latent_mask = torch.zeros(batch, 1, length, device=device, dtype=dtype)
     else:

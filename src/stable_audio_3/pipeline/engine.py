@@ -5,10 +5,12 @@ The engine receives the networks it needs (`Components`) and a checked `Generati
 reaches into the public model. Random draws follow the reference's order exactly (initial noise, the
 edit sources' encoder noise, one draw per ping-pong step, then decoder noise), all from one
 `torch.Generator` seeded with the request's seed, so the same seed gives the reference's audio.
+With per-item seeds each item has its own stream and draws what a batch-1 call with its seed draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from stable_audio_3.pipeline.record import GenerationRecord
 from stable_audio_3.pipeline.request import GenerationCancelled, GenerationRequest
 from stable_audio_3.pipeline.samplers import SAMPLERS, StepInfo
 from stable_audio_3.pipeline.schedules import build_schedule, shift_from_config
+from stable_audio_3.pipeline.seeds import Generators, ItemGenerators, randn
 
 __all__ = ["Components", "generate"]
 
@@ -108,10 +111,11 @@ def generate(c: Components, request: GenerationRequest) -> tuple[torch.Tensor, G
     return audio, record
 
 
-def plan(c: Components, request: GenerationRequest) -> Lengths:
+def plan(c: Components, request: GenerationRequest, durations: tuple[float, ...] | None = None) -> Lengths:
+    """The sizes of the call (or, with `durations`, of a call for just those items)."""
     ae = c.config.pretransform.autoencoder
     return plan_lengths(
-        request.durations,
+        request.durations if durations is None else durations,
         request.duration_padding_sec,
         c.config.sample_rate,
         ae.downsampling_ratio,
@@ -122,16 +126,20 @@ def plan(c: Components, request: GenerationRequest) -> Lengths:
 
 def initial_noise(
     c: Components, request: GenerationRequest, lengths: Lengths
-) -> tuple[torch.Generator, torch.Tensor]:
-    """The call's generator, seeded, and the first draw from it: the initial noise (float32)."""
-    generator = request.generator if request.generator is not None else torch.Generator(device=c.device)
-    generator.manual_seed(request.seed)
+) -> tuple[Generators, torch.Tensor]:
+    """The call's generator(s), seeded, and the first draw: the initial noise (float32)."""
     shape = (request.batch, c.config.io_channels, lengths.latents)
-    return generator, torch.randn(shape, generator=generator, device=c.device, dtype=torch.float32)
+    if request.item_seeds is not None:
+        frames = [plan(c, request, (d,)).latents for d in request.durations]
+        generator: Generators = ItemGenerators.seeded(request.item_seeds, frames, c.device)
+    else:
+        generator = request.generator if request.generator is not None else torch.Generator(device=c.device)
+        generator.manual_seed(request.seed)
+    return generator, randn(shape, generator, c.device, torch.float32)
 
 
 def edit_inputs(
-    c: Components, request: GenerationRequest, lengths: Lengths, generator: torch.Generator
+    c: Components, request: GenerationRequest, lengths: Lengths, generator: Generators
 ) -> EditInputs:
     return prepare_edit_inputs(
         c.autoencoder,
@@ -197,7 +205,7 @@ def sample(
     lengths: Lengths,
     noise: torch.Tensor,
     schedule: torch.Tensor,
-    generator: torch.Generator,
+    generator: Generators,
 ) -> torch.Tensor:
     """Noise (or noised init latents) at the first level, integrated to 0 by the request's sampler."""
     sigma_max = schedule[:, 0, None, None]
@@ -237,30 +245,61 @@ def sample(
             bar.close()
 
 
-def decode(
-    c: Components,
-    request: GenerationRequest,
-    latents: torch.Tensor,
-    lengths: Lengths,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Audio (B, channels, samples) float32 in [-1, 1]: cut to the duration when every item asked for
-    the same one, else the full length with each item silent past its duration plus padding."""
+def _decode_plan(c: Components, request: GenerationRequest, lengths: Lengths) -> tuple[int, int]:
+    """(samples of output, latent frames to decode): cut to the duration when every item asked for the
+    same one, else the full length (each item is silenced past its duration plus padding)."""
     ratio = c.config.pretransform.autoencoder.downsampling_ratio
     durations = request.durations
     single = request.truncate_output_to_duration and len(set(durations)) == 1
     full = lengths.latents * ratio
     samples = min(full, int(durations[0] * c.config.sample_rate)) if single else full
-    needed = math.ceil(samples / ratio) if single else max(lengths.valid)
-    audio = decode_latents(
-        c.autoencoder,
-        latents,
-        needed,
-        request.chunked_decode,
-        generator,
-        samples,
-        all_latents=request.decode_all_latents,
-    )
+    return samples, math.ceil(samples / ratio) if single else max(lengths.valid)
+
+
+def _decode_items(
+    c: Components, request: GenerationRequest, latents: torch.Tensor, samples: int, gens: ItemGenerators
+) -> torch.Tensor:
+    """Per-item seeds: each item decoded as its batch-1 call decodes it, from its own stream."""
+    out = torch.zeros(request.batch, c.config.pretransform.autoencoder.io_channels, samples, device=c.device)
+    for i, (g, frames) in enumerate(zip(gens.generators, gens.frames, strict=True)):
+        solo = dataclasses.replace(request, durations=request.durations[i : i + 1])
+        n, needed = _decode_plan(c, solo, plan(c, solo))
+        one = decode_latents(
+            c.autoencoder,
+            latents[i : i + 1, :, :frames],
+            needed,
+            request.chunked_decode,
+            g,
+            n,
+            all_latents=request.decode_all_latents,
+        )
+        out[i, :, : min(n, samples)] = one[0, :, :samples]
+    return out
+
+
+def decode(
+    c: Components,
+    request: GenerationRequest,
+    latents: torch.Tensor,
+    lengths: Lengths,
+    generator: Generators,
+) -> torch.Tensor:
+    """Audio (B, channels, samples) float32 in [-1, 1] (see `_decode_plan` for its length)."""
+    ratio = c.config.pretransform.autoencoder.downsampling_ratio
+    samples, needed = _decode_plan(c, request, lengths)
+    if isinstance(generator, ItemGenerators):
+        audio = _decode_items(c, request, latents, samples, generator)
+    else:
+        audio = decode_latents(
+            c.autoencoder,
+            latents,
+            needed,
+            request.chunked_decode,
+            generator,
+            samples,
+            all_latents=request.decode_all_latents,
+        )
+    single = request.truncate_output_to_duration and len(set(request.durations)) == 1
     for item, frames in enumerate(lengths.valid):  # silence past duration + padding (the padding mask)
         audio[item, :, frames * ratio :] = 0
     audio.clamp_(-1, 1)

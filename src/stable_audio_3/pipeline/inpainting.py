@@ -51,10 +51,14 @@ def regions_from_seconds(start: Any, end: Any, duration: float) -> list[tuple[fl
         if s < 0:
             raise ArgumentValueError(f"inpaint_mask_start_seconds[{i}] is negative ({s})")
         if s >= e:
-            raise ArgumentValueError(f"inpaint region {i}: start {s} must be before end {e}")
+            raise ArgumentValueError(
+                f"inpaint_mask_start_seconds / inpaint_mask_end_seconds region {i}: "
+                f"start {s} must be before end {e}"
+            )
         if s >= duration:
             raise ArgumentValueError(
-                f"inpaint region {i} starts at {s} s, past the generated duration {duration} s"
+                f"inpaint_mask_start_seconds region {i} starts at {s} s, past the generated duration "
+                f"{duration} s"
             )
         regions.append((s, e))
     return regions

@@ -99,6 +99,19 @@ def _batch_size(prompt: Any, batch_size: Any) -> int:
     return batch
 
 
+def _seeds(seed: Any, batch: int, generator: torch.Generator | None) -> tuple[int, tuple[int, ...] | None]:
+    """One seed for the batch's single random stream, or a list: one stream per item (item i then
+    gets exactly what a batch-1 call with seed i gets); -1/None entries draw a random seed."""
+    if not isinstance(seed, (list, tuple)):
+        return resolve_seed(seed), None
+    if len(seed) != batch:
+        raise ArgumentValueError(f"seed has {len(seed)} items but batch_size is {batch}")
+    if generator is not None:
+        raise ArgumentValueError("give either per-item seeds or a generator, not both")
+    seeds = tuple(resolve_seed(s) for s in seed)
+    return seeds[0], seeds
+
+
 def _explicit_sigmas(sigmas: Any, steps: int, batch: int) -> torch.Tensor:
     """An explicit schedule as a (batch, steps + 1) float32 CPU tensor."""
     if isinstance(sigmas, (str, bytes)):
@@ -277,7 +290,8 @@ class GenerationRequest:
     negative_prompts: tuple[str, ...] | None
     durations: tuple[float, ...]
     steps: int
-    seed: int
+    seed: int  # the batch's seed (with per-item seeds: item 0's)
+    item_seeds: tuple[int, ...] | None  # one random stream per item, when `seed` was a list
     sampler: str
     guidance: Guidance
     duration_padding_sec: float
@@ -318,8 +332,8 @@ class GenerationRequest:
         padding = check_number("duration_padding_sec", a["duration_padding_sec"], low=0.0)
         sampler = _sampler(a["sampler"], cfg.diffusion.objective)
         edit = EditRequest.check(a, cfg, batch, max(durations))
-        seed = resolve_seed(a["seed"])
         generator = _check_generator(a["generator"], device)
+        seed, item_seeds = _seeds(a["seed"], batch, generator)
         chunked = check_bool("chunked_decode", a["chunked_decode"], optional=True)
         return cls(
             prompts=tuple(prompts),
@@ -327,6 +341,7 @@ class GenerationRequest:
             durations=tuple(durations),
             steps=steps,
             seed=seed,
+            item_seeds=item_seeds,
             sampler=sampler,
             guidance=guidance,
             duration_padding_sec=padding,

@@ -3,7 +3,8 @@
 `model(x, t) -> v` predicts the velocity `v ~ noise - data`, so `denoised = x - t v`. Schedules
 are (B, steps + 1) tensors (one row per batch item). Step i evaluates the model once, at
 `sigmas[:, i]` cast to x's dtype (the engine decides each step's guidance branch from that before
-sampling starts). After every step the sampler calls `callback(StepInfo)`; a callback may raise
+sampling starts). `generator` is one `torch.Generator` for the batch or per-item generators
+(`ItemGenerators`). After every step the sampler calls `callback(StepInfo)`; a callback may raise
 (e.g. `GenerationCancelled`) to stop sampling.
 """
 
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from stable_audio_3.pipeline.seeds import Generators, randn
 
 __all__ = ["StepInfo", "Sampler", "sample_pingpong", "sample_euler", "sample_dpmpp", "SAMPLERS"]
 
@@ -44,7 +47,7 @@ def sample_pingpong(
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ping-pong sampling for `rf_denoiser` models: denoise fully, then re-noise to the next level.
@@ -56,7 +59,7 @@ def sample_pingpong(
     for i in range(steps):
         t, t_next = _column(sigmas, i, x), _column(sigmas, i + 1, x)
         denoised = x - t[:, None, None] * model(x, t)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = randn(x.shape, generator, x.device, x.dtype)
         x = (1 - t_next[:, None, None]) * denoised + t_next[:, None, None] * noise
         if callback is not None:
             callback(StepInfo(i, steps, t, t_next, x, denoised))
@@ -68,7 +71,7 @@ def sample_euler(
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Euler integration of the probability-flow ODE (`rectified_flow` models)."""
@@ -92,7 +95,7 @@ def sample_dpmpp(
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) in the flow parameterisation (an alternative for `rectified_flow` models)."""
