@@ -34,5 +34,7 @@ def test_generation_is_unchanged(name: str, tmp_path) -> None:
     assert audio.shape == want.shape and audio.dtype == want.dtype
     if where == fingerprint():
         assert torch.equal(audio, want), f"{name}: max |Δ| {(audio - want).abs().max().item():.3e}"
-    else:  # another CPU or build: other kernels, same maths
-        assert (audio - want).abs().max().item() <= 1e-3
+    else:  # another CPU or build: other kernels, same maths; the fixtures README's bound for
+        # generate() audio is 1e-3, "sliding-window (medium-style) configs may need up to about 2e-3"
+        bound = 2e-3 if "sliding_window" in name else 1e-3
+        assert (audio - want).abs().max().item() <= bound
