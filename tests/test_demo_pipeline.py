@@ -4,6 +4,7 @@ length, bf16 autocast on a CPU, list options from TOML files, and the smaller ex
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,16 @@ def test_the_prompt_cache_never_evicts_a_prompt_of_the_current_call() -> None:
     assert torch.equal(first[0], again[0])
     many = prompt([f"p{i}" for i in range(9)], "cpu")[0]  # more prompts than the cache holds
     assert many.shape[0] == 9 and len(prompt._cache) == 9
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch) -> None:
+    from stable_audio_3.training import loop
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"), loop.autocast("bf16", torch.device("cpu")):
+        pass
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with loop.autocast("bf16", torch.device("cpu")):
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16

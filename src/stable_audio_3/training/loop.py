@@ -8,6 +8,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,13 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     asked for (CPUs with AMX or AVX-512 BF16 run it several times faster); "fp32": never."""
     if precision == "fp32" or (device.type != "cuda" and precision != "bf16"):
         return contextlib.nullcontext()
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn(
+            "precision='bf16' on a CPU without native bf16 (AMX or AVX-512 BF16): it is emulated and "
+            "can be tens of times slower than fp32; use precision='fp32' on this machine",
+            UserWarning,
+            stacklevel=2,
+        )
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
 
