@@ -1,0 +1,1 @@
+"""`stable-audio-server`: a local HTTP API over one model (FastAPI; `pip install ".[server]"`)."""
