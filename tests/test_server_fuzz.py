@@ -38,4 +38,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_request_makes_a_server_error(case) -> None:
     response = case.call()
     not_ready = case.path == "/readyz" and response.status_code == 503  # by design: no worker here
-    assert response.status_code < 500 or not_ready, (case.method, case.path, response.status_code, response.text[:300])
+    assert response.status_code < 500 or not_ready, (
+        case.method,
+        case.path,
+        response.status_code,
+        response.text[:300],
+    )
