@@ -125,7 +125,7 @@ def test_compatible_jobs_share_one_run_and_keep_their_own_audio(model, tmp_path)
             got = wav(client, j["id"])
             assert got.shape[1] == int(d * model.sample_rate)
             np.testing.assert_allclose(got, solo(model, p, d, s), atol=ATOL, rtol=0)
-        assert client.get(jobs[0]["urls"]["status"]).json()["record"]["batched_items"] == 3
+        assert client.get(jobs[0]["urls"]["status"]).json()["record"]["extra"]["batch_items"] == 3
 
 
 def test_cancel_queued_and_running(model, tmp_path) -> None:

@@ -1,3 +1,3 @@
-from stable_audio_3.apps.cli import main
+from stable_audio_3.apps.entry import main
 
 raise SystemExit(main())

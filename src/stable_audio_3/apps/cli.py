@@ -15,7 +15,15 @@ from typing import Any
 from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE
 from stable_audio_3.apps.failures import OneLineParser, run_reporting
 
-__all__ = ["main", "build_parser"]
+__all__ = [
+    "main",
+    "build_parser",
+    "build_job_parser",
+    "add_run_flags",
+    "check_generation",
+    "load_model",
+    "file_record",
+]
 
 PROG = "stable-audio"
 
@@ -35,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     _lora_flags(p.add_argument_group("LoRA"))
     _output_flags(p.add_argument_group("output"))
     _speed_flags(p.add_argument_group("speed"))
+    return p
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that set up a model (checkpoint, LoRAs, speed options), for commands that load one
+    model for many generations."""
+    _model_flags(p.add_argument_group("model"))
+    _lora_flags(p.add_argument_group("LoRA"))
+    _speed_flags(p.add_argument_group("speed"))
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def build_job_parser() -> argparse.ArgumentParser:
+    """The per-generation flags alone (what one line of a `stable-audio batch` file may set); its
+    errors are raised as `UsageError`s, for the caller to say where."""
+    p = _RaisingParser(prog=f"{PROG} batch", add_help=False)
+    _generation_flags(p.add_argument_group("generation"))
+    _editing_flags(p.add_argument_group("audio-to-audio, inpainting and continuation"))
     return p
 
 
@@ -182,7 +212,7 @@ def _each(values: list | None, count: int) -> list:
     return values * count if len(values) == 1 else list(values)
 
 
-def _check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+def check_generation(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """The batch size and the generate() arguments, or a UsageError naming the flag."""
     prompts = args.prompt
     batch = args.batch_size if args.batch_size is not None else len(prompts)
@@ -253,7 +283,7 @@ def _check_files_and_loras(args: argparse.Namespace) -> None:
     args.lora_interval = [_interval(v) for v in args.lora_interval or []]
 
 
-def _load(args: argparse.Namespace, say) -> Any:
+def load_model(args: argparse.Namespace, say) -> Any:
     from stable_audio_3 import StableAudioModel
 
     say(f"loading {args.model}")
@@ -291,12 +321,16 @@ def _load(args: argparse.Namespace, say) -> Any:
     return model
 
 
-def _record(args: argparse.Namespace, model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+def file_record(
+    args: argparse.Namespace, model: Any, arguments: dict[str, Any], record: Any = None
+) -> dict[str, Any]:
     import torch
 
     from stable_audio_3 import __version__
 
-    rec = model.last_record.to_dict()
+    """The sidecar of a written file: model, arguments, LoRAs, options, the generation record
+    (`record`, default the model's last)."""
+    rec = (record or model.last_record).to_dict()
     return {
         "model": args.model if not Path(args.model).is_dir() else str(Path(args.model).resolve()),
         "revision": None,
@@ -327,7 +361,7 @@ def _record(args: argparse.Namespace, model: Any, arguments: dict[str, Any]) -> 
 def _run(args: argparse.Namespace) -> int:
     from stable_audio_3.apps.outputs import checkpoint_sample_rate, plan_outputs, write_outputs
 
-    batch, arguments = _check(args)
+    batch, arguments = check_generation(args)
     if args.model is None:
         args.model = DEMO_MODEL
         print(f"{PROG}: {DEMO_NOTICE}", file=sys.stderr, flush=True)
@@ -340,9 +374,9 @@ def _run(args: argparse.Namespace) -> int:
     def step_line(info: Any) -> None:
         say(f"step {info.step + 1}/{info.steps}" + ("; decoding" if info.step + 1 == info.steps else ""))
 
-    model = _load(args, say)
+    model = load_model(args, say)
     audio = model.generate(**arguments, progress=tty, callback=None if tty else step_line)
-    record = _record(args, model, arguments)
+    record = file_record(args, model, arguments)
     durations = (
         arguments["duration"] if isinstance(arguments["duration"], list) else [arguments["duration"]] * batch
     )

@@ -36,6 +36,22 @@ class GenerationRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def for_items(self, start: int, stop: int) -> GenerationRecord:
+        """The record narrowed to items [start, stop) of the batch (what a server or a batch job
+        reports for one request merged into a larger call); `extra["batch_items"]` keeps the size."""
+
+        def cut(values: list | None) -> list | None:
+            return None if values is None else values[start:stop]
+
+        out = GenerationRecord(**{**asdict(self), "extra": {**self.extra, "batch_items": len(self.prompts)}})
+        out.prompts, out.durations = cut(self.prompts), cut(self.durations)
+        out.negative_prompts, out.item_seeds = cut(self.negative_prompts), cut(self.item_seeds)
+        if len(self.sigmas) == len(self.prompts):
+            out.sigmas = cut(self.sigmas)
+        if self.item_seeds is not None:
+            out.seed = self.item_seeds[start]
+        return out
+
     @classmethod
     def from_request(
         cls,

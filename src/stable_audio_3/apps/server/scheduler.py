@@ -126,9 +126,6 @@ class Scheduler:
                     self.store.update(job)
                 self.changed.notify_all()
             self._run(batch)
-            with self.changed:
-                self._apply_retention()
-                self.changed.notify_all()
 
     def _take_batch(self) -> list[Job]:
         """The first queued job and the queued jobs after it that can join its run."""
@@ -190,7 +187,7 @@ class Scheduler:
 
     def _store_results(self, batch: list[Job], specs: list[JobSpec], audio: np.ndarray) -> None:
         rate = self.model.sample_rate
-        record = self.model.last_record.to_dict()
+        record = self.model.last_record
         start = 0
         for job, spec in zip(batch, specs, strict=True):
             n = len(spec.items)
@@ -202,7 +199,8 @@ class Scheduler:
                 self._finish(job, "cancelled")
             else:
                 self.store.write_results(job, waves, rate)
-                self._finish(job, "done", record=_job_record(record, start, n, len(audio), spec))
+                item = record.for_items(start, start + n).to_dict()
+                self._finish(job, "done", record={**item, "lora": spec.lora})
             start += n
 
     def _strengths(self, spec: JobSpec) -> list[float] | None:
@@ -215,6 +213,7 @@ class Scheduler:
         with self.changed:
             job.state, job.finished, job.error, job.record = state, time.time(), error, record
             self.store.update(job)
+            self._apply_retention()  # in the same step, so no client sees more than the limit
             self.changed.notify_all()
 
     def _apply_retention(self) -> None:
@@ -223,17 +222,3 @@ class Scheduler:
         for job_id in self.retention(self.jobs):
             self.store.delete(job_id)
             del self.jobs[job_id]
-
-
-def _job_record(record: dict[str, Any], start: int, n: int, batch: int, spec: JobSpec) -> dict[str, Any]:
-    """The merged run's record narrowed to one job's items."""
-    out = dict(record)
-    for key in ("prompts", "durations", "item_seeds", "sigmas"):
-        if isinstance(out.get(key), list) and len(out[key]) == batch:
-            out[key] = out[key][start : start + n]
-    if isinstance(out.get("negative_prompts"), list):
-        out["negative_prompts"] = out["negative_prompts"][start : start + n]
-    out["seed"] = spec.items[0].seed
-    out["lora"] = spec.lora
-    out["batched_items"] = batch
-    return out
