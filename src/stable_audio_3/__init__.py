@@ -31,6 +31,7 @@ from stable_audio_3.official.hub import DEMO_MODEL, DEMO_NOTICE
 if TYPE_CHECKING:
     from stable_audio_3.audio import read_audio, write_audio
     from stable_audio_3.autoencoder import AutoencoderModel
+    from stable_audio_3.longform import generate_long, iter_long
     from stable_audio_3.model import StableAudioModel
     from stable_audio_3.official.config import ModelConfig
     from stable_audio_3.pipeline.record import GenerationRecord
@@ -44,6 +45,8 @@ _LAZY = {
     "GenerationRecord": "stable_audio_3.pipeline.record",
     "GenerationCancelled": "stable_audio_3.pipeline.request",
     "StepInfo": "stable_audio_3.pipeline.samplers",
+    "generate_long": "stable_audio_3.longform",
+    "iter_long": "stable_audio_3.longform",
     "read_audio": "stable_audio_3.audio",
     "write_audio": "stable_audio_3.audio",
 }
@@ -54,6 +57,8 @@ __all__ = [
     "GenerationRecord",
     "GenerationCancelled",
     "StepInfo",
+    "generate_long",
+    "iter_long",
     "read_audio",
     "write_audio",
     "MAX_STEPS",
