@@ -101,3 +101,21 @@ def test_bad_arguments_name_themselves(model: StableAudioModel, kwargs, error, m
     args = {"prompt": "rain texture", "duration": 30.0, **kwargs}
     with pytest.raises(error, match=match):
         generate_long(model, **args)
+
+
+def test_the_command_line_long_flag(tmp_path, capsys) -> None:
+    from stable_audio_3.apps.entry import main
+
+    out = tmp_path / "long.flac"
+    args = ["--prompt", "rain texture", "--duration", "25", "--long", "--overlap", "2", "--steps", "2"]
+    assert main([*args, "--seed", "5", "--output", str(out)]) == 0
+    data, rate = sf.read(out, always_2d=True)
+    assert data.shape == (25 * rate, 2)
+    record = __import__("json").loads(out.with_name("long.flac.json").read_text())
+    assert record["long"]["overlap"] == 2.0 and record["arguments"]["prompt"] == "rain texture"
+    for bad, message in [
+        (["--prompt", "a", "--overlap", "2"], "--overlap only applies with --long"),
+        (["--prompt", "a", "b", "--long"], "--long makes one item"),
+    ]:
+        assert main([*bad, "--output", str(tmp_path / "x.wav")]) == 2
+        assert message in capsys.readouterr().err

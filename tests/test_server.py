@@ -131,6 +131,7 @@ def test_compatible_jobs_share_one_run_and_keep_their_own_audio(model, tmp_path)
 def test_cancel_queued_and_running(model, tmp_path) -> None:
     with serving(model, tmp_path, start=False) as (client, scheduler):
         queued = client.post("/v1/generations", json={"prompt": "a", "duration": 0.3, **FAST}).json()
+        assert queued["progress"] == {"step": 0, "steps": 3} and queued["queue_position"] == 0
         assert client.delete(queued["urls"]["status"]).json()["status"] == "cancelled"
         slow = client.post("/v1/generations", json={"prompt": "b", "duration": 2.0, "steps": 200}).json()
         scheduler.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE
+from stable_audio_3.apps.cli_long import add_long_flags, check_long, run_long
 from stable_audio_3.apps.failures import OneLineParser, run_reporting
 
 __all__ = [
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lora_flags(p.add_argument_group("LoRA"))
     _output_flags(p.add_argument_group("output"))
     _speed_flags(p.add_argument_group("speed"))
+    add_long_flags(p)
     return p
 
 
@@ -362,6 +364,7 @@ def _run(args: argparse.Namespace) -> int:
     from stable_audio_3.apps.outputs import checkpoint_sample_rate, plan_outputs, write_outputs
 
     batch, arguments = check_generation(args)
+    check_long(args, batch, arguments)
     if args.model is None:
         args.model = DEMO_MODEL
         print(f"{PROG}: {DEMO_NOTICE}", file=sys.stderr, flush=True)
@@ -375,6 +378,8 @@ def _run(args: argparse.Namespace) -> int:
         say(f"step {info.step + 1}/{info.steps}" + ("; decoding" if info.step + 1 == info.steps else ""))
 
     model = load_model(args, say)
+    if args.long:
+        return run_long(args, model, arguments, plan, say, file_record) or 0
     audio = model.generate(**arguments, progress=tty, callback=None if tty else step_line)
     record = file_record(args, model, arguments)
     durations = (
@@ -389,7 +394,3 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_reporting(PROG, lambda: _run(args), "interrupted; nothing was written")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

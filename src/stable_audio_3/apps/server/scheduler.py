@@ -69,6 +69,7 @@ class Scheduler:
             if len(self.queue) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} jobs)")
             job = Job(uuid.uuid4().hex, spec.to_json(), len(spec.items))
+            job.steps = int(spec.shared.get("steps", DEFAULT_STEPS))  # "step 0 of n" while queued
             self.store.insert(job, spec.audio)
             self.jobs[job.id], self.specs[job.id] = job, spec
             self.queue.append(job.id)
