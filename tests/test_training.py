@@ -188,3 +188,35 @@ def test_two_process_ddp_training_with_torchrun(tmp_path: Path) -> None:
     assert printed.count(printed[-1]) == 1  # only rank 0 reports
     model = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
     assert model.load_lora(tmp_path / "out" / "lora.safetensors") == [0]
+
+
+@pytest.mark.slow
+def test_two_node_training_with_a_c10d_rendezvous(tmp_path: Path) -> None:
+    """Multi-node as torchrun does it: two launchers (one per "node", here both on loopback) meet
+    at a c10d rendezvous and train one LoRA as a world of two; only global rank 0 writes."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = _write_clips(tmp_path / "data", 6000, n=2)
+    launcher = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "sa3-test",
+        "-m", "stable_audio_3.apps.train_cli", "--model", str(checkpoint_dir("A")), "--data", str(data),
+        "--output", str(tmp_path / "out"), "--steps", "2", "--rank", "2", "--duration", "1", "--no-progress",
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(launcher, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, results, strict=True):
+        assert node.returncode == 0, err[-2000:]
+    outputs = [line for out, _ in results for line in out.splitlines() if line.strip()]
+    lora = str(tmp_path / "out" / "lora.safetensors")
+    assert outputs.count(lora) == 1  # one world of two processes, one writer
+    model = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    assert model.load_lora(lora) == [0]
