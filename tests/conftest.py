@@ -81,6 +81,12 @@ def pin_fixture_host_frequencies(module: nn.Module) -> nn.Module:
     return module
 
 
+# generate() audio and latents, max|Δ| per config (tests/fixtures/README.md: 1e-3; "sliding-window
+# (medium-style) configs may need up to about 2e-3"): the parity tests' bound, and the golden test's
+# on a CPU other than the one that stored its outputs.
+END_TO_END_TOL = {"A": 1e-3, "B": 1e-3, "E": 2e-3}
+
+
 def assert_stage_close(ours: torch.Tensor, ref: torch.Tensor, what: str = "") -> float:
     """Stage tolerance of the core issue: max|ours - ref| <= 1e-4 * max(1, max|ref|)."""
     ours = ours.detach().float().cpu()

@@ -13,6 +13,7 @@ import inspect
 import pytest
 import torch
 from conftest import (
+    END_TO_END_TOL,
     assert_stage_close,
     checkpoint_dir,
     entry,
@@ -34,7 +35,6 @@ T2A_CASES = (
     "negative_prompt_cfg",
     "negative_prompt_cfg_vanilla",
 )
-END_TO_END_TOL = {"A": 1e-3, "B": 1e-3, "E": 2e-3}
 
 
 @pytest.fixture(scope="module")
