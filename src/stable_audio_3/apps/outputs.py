@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMATS", "OutputError", "OutputPlan", "plan_outputs", "checkpoint_sample_rate", "write_outputs"]
+__all__ = [
+    "FORMATS",
+    "encode_audio",
+    "OutputError",
+    "OutputPlan",
+    "plan_outputs",
+    "checkpoint_sample_rate",
+    "write_outputs",
+]
 
 # format -> (soundfile subtype, sample rates it can hold or None for any)
 FORMATS: dict[str, tuple[str | None, frozenset[int] | None]] = {
@@ -24,6 +32,26 @@ FORMATS: dict[str, tuple[str | None, frozenset[int] | None]] = {
     "mp3": ("MPEG_LAYER_III", frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})),
 }
 OFFICIAL_SAMPLE_RATE = 44100
+
+
+def encode_audio(wave: Any, sample_rate: int, fmt: str, *, fit_rate: bool = False) -> bytes:
+    """(channels, samples) float audio as the bytes of a `fmt` file. MP3 holds only some rates:
+    with `fit_rate` others are resampled up to the nearest one it holds (else soundfile refuses)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    data = np.asarray(wave, dtype=np.float32).T
+    subtype, rates = FORMATS[fmt]
+    if fit_rate and rates is not None and sample_rate not in rates:
+        import soxr
+
+        target = min((r for r in rates if r >= sample_rate), default=max(rates))
+        data, sample_rate = soxr.resample(data, sample_rate, target), target
+    buf = io.BytesIO()
+    sf.write(buf, data, sample_rate, format=fmt.upper(), subtype=subtype)
+    return buf.getvalue()
 
 
 class OutputError(ValueError):

@@ -4,7 +4,7 @@ the command line's generation fields (`prompt`, `duration`, `steps`, `cfg_scale`
 parsed and checked by the `stable-audio` parser itself, so a batch line accepts exactly what the
 command line does, and every error names the file and the line before any model loads.
 
-A line of n items becomes n items, item k with seed `seed + k` (a random one per item for -1), so
+A line of n items becomes n items, item k with seed `seed + k` (`apps.items`; a random start for -1), so
 that any item can be reproduced alone and items can be merged with others into one call.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stable_audio_3.apps.cli import build_job_parser, check_generation
+from stable_audio_3.apps.items import item_seeds
 
 __all__ = ["Item", "JobFileError", "read_requests", "plan_items", "job_fields", "merged_arguments"]
 
@@ -122,24 +122,24 @@ def plan_items(path: Path, run: argparse.Namespace) -> list[Item]:
         stem = str(fields.get("name", f"line{line:05d}"))
         if not _NAME.match(stem):
             raise JobFileError(f"{where}: name {stem!r} must be a plain file name (letters, digits, . _ -)")
+        seeds = item_seeds(arguments["seed"], batch)
         for k in range(batch):
             name = stem if batch == 1 else f"{stem}_{k}"
             if name in names:
                 raise JobFileError(f"{where}: output name {name!r} is also used on line {names[name]}")
             names[name] = line
-            items.append(Item(line, k, name, fields, _item_arguments(arguments, k)))
+            items.append(Item(line, k, name, fields, _item_arguments(arguments, k, seeds)))
     return items
 
 
-def _item_arguments(arguments: dict[str, Any], k: int) -> dict[str, Any]:
+def _item_arguments(arguments: dict[str, Any], k: int, seeds: list[int]) -> dict[str, Any]:
     def pick(value: Any) -> Any:
         return value[k] if isinstance(value, list) else value
 
     out = dict(arguments)
     for name in ("prompt", "negative_prompt", "duration"):
         out[name] = pick(arguments[name])
-    seed = arguments["seed"]
-    out["seed"] = seed + k if seed >= 0 else random.SystemRandom().randrange(0, 2**31 - 1)
+    out["seed"] = seeds[k]
     out["batch_size"] = 1
     return out
 

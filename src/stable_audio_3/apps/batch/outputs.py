@@ -7,13 +7,12 @@ current one is finished and skipped; a different line under the same name is ref
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from stable_audio_3.apps.batch.jobs import Item, JobFileError
-from stable_audio_3.apps.outputs import FORMATS
+from stable_audio_3.apps.outputs import encode_audio
 
 __all__ = ["Destination", "item_record"]
 
@@ -59,17 +58,11 @@ class Destination:
     def write(self, item: Item, audio: Any, sample_rate: int, record: dict[str, Any]) -> str:
         """Audio (channels, samples) and its sidecar, each staged and then moved into place, the
         sidecar last (it is what marks the item finished)."""
-        import soundfile as sf
-
         fs, root = self._fs()
         fs.makedirs(root, exist_ok=True)
-        subtype, _ = FORMATS[self.format]
-        container = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}[self.format]
-        buf = io.BytesIO()
-        sf.write(buf, audio.T, sample_rate, format=container, subtype=subtype)
         final = f"{root}/{item.name}.{self.format}"
         for target, data in (
-            (final, buf.getvalue()),
+            (final, encode_audio(audio, sample_rate, self.format)),
             (f"{final}.json", json.dumps(record, indent=1).encode()),
         ):
             staged = f"{root}/.{target.rsplit('/', 1)[-1]}.pending"

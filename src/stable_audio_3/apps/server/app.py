@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from stable_audio_3 import StableAudioError, StableAudioModel
-from stable_audio_3.apps.outputs import FORMATS
+from stable_audio_3.apps.outputs import FORMATS, encode_audio
 from stable_audio_3.apps.server.limits import BodyLimit
 from stable_audio_3.apps.server.metrics import Metrics
 from stable_audio_3.apps.server.scheduler import QueueFull, Scheduler
@@ -252,18 +251,8 @@ def create_app(model: StableAudioModel, scheduler: Scheduler, settings: Settings
 
 
 def _encode(path, format: str) -> bytes:
-    """A stored float32 WAV in `format`; MP3 only holds some rates, so others are resampled up to
-    the nearest one it holds."""
+    """A stored float32 WAV in `format` (MP3 resampled to a rate it can hold)."""
     import soundfile as sf
 
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    subtype, rates = FORMATS[format]
-    if rates is not None and rate not in rates:
-        import soxr
-
-        target = min((r for r in rates if r >= rate), default=max(rates))
-        data, rate = soxr.resample(data, rate, target), target
-    buf = io.BytesIO()
-    container = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}[format]
-    sf.write(buf, data, rate, format=container, subtype=subtype)
-    return buf.getvalue()
+    return encode_audio(data.T, rate, format, fit_rate=True)

@@ -13,13 +13,14 @@ import base64
 import binascii
 import io
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from stable_audio_3.apps.items import item_seeds
 
 __all__ = ["GenerationBody", "JobSpec", "Item", "FieldError", "build_spec", "AUDIO_FIELDS", "field_of"]
 
@@ -177,11 +178,8 @@ def _items(body: GenerationBody, default_duration: float) -> list[Item]:
             return value
         return [default if value is None else value] * batch
 
-    seeds = body.seed
-    if not isinstance(seeds, list):
-        start = random.SystemRandom().randrange(0, 2**31 - 1) if seeds in (None, -1) else seeds
-        seeds = [start + k for k in range(batch)] if start >= 0 else [start] * batch
-    seeds = [random.SystemRandom().randrange(0, 2**31 - 1) if s == -1 else s for s in each("seed", seeds, -1)]
+    seeds = body.seed if isinstance(body.seed, list) else item_seeds(body.seed, batch)
+    seeds = [item_seeds(s, 1)[0] for s in each("seed", seeds, -1)]  # -1 entries of a list: random
     return [
         Item(p, n, float(d), int(s))
         for p, n, d, s in zip(
