@@ -4,6 +4,7 @@ items equal their batch-1 generations, and bad lines named before any model load
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,67 @@ def test_outputs_to_a_filesystem_uri(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert main(["batch", str(jobs), "--output-dir", "memory://batch-test", "--model", MODEL]) == 0
     assert json.loads(fs.cat_file("/batch-test/summary.json"))["skipped"] == 1
+
+
+def _failing_first_calls(monkeypatch, failures: int) -> list[int]:
+    """generate() raises a device error on its first `failures` calls; returns the batch sizes asked."""
+    real, calls = StableAudioModel.generate, []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(len(kwargs["prompt"]) if isinstance(kwargs["prompt"], list) else 1)
+        if len(calls) <= failures:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableAudioModel, "generate", flaky)
+    return calls
+
+
+def test_a_failed_call_is_retried_item_by_item_and_reported(tmp_path: Path, monkeypatch) -> None:
+    lines = [{"prompt": p, "duration": 0.3, "seed": s, **FAST} for p, s in (("a", 1), ("b", 2))]
+    jobs = _write_jsonl(tmp_path / "jobs.jsonl", lines)
+    calls = _failing_first_calls(monkeypatch, 1)
+    assert _run(jobs, tmp_path / "out", "--max-batch", "2") == 0
+    assert calls == [2, 1, 1]  # the merged call failed; each item then ran alone
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["written"], summary["failed"]) == (2, 0)
+    assert [o["attempts"] for o in summary["outputs"]] == [2, 2]
+
+
+def test_items_that_keep_failing_are_reported_and_a_rerun_resumes(tmp_path: Path, monkeypatch, capsys):
+    lines = [{"prompt": p, "duration": 0.3, "seed": s, **FAST} for p, s in (("a", 1), ("b", 2))]
+    jobs = _write_jsonl(tmp_path / "jobs.jsonl", lines)
+    _failing_first_calls(monkeypatch, 3)
+    assert _run(jobs, tmp_path / "out", "--max-batch", "1", "--retries", "1") == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["written"], summary["failed"]) == (1, 1)
+    failure = summary["failures"][0]  # item 1 failed twice; item 2 failed once, then passed
+    assert failure["name"] == "line00001" and failure["attempts"] == 2
+    assert "illegal memory access" in failure["error"]
+    assert summary["outputs"][0]["attempts"] == 2
+    assert "failed: line00001 (line 1)" in capsys.readouterr().err
+    assert _run(jobs, tmp_path / "out") == 0  # generate() works again: only the failed item runs
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["written"], summary["skipped"], summary["failed"]) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--workers", "2"], "--workers and --gpus-per-worker need --ray"),
+        (["--ray", "--workers", "0"], "--workers must be >= 1"),
+        (["--retries", "-1"], "--retries must be >= 0"),
+    ],
+)
+def test_bad_run_flags_are_one_line_errors(tmp_path: Path, capsys, flags, message) -> None:
+    jobs = _write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a"}])
+    assert _run(jobs, tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_ray_mode_without_ray_says_how_to_install_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    jobs = _write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a", "duration": 0.3, **FAST}])
+    assert _run(jobs, tmp_path / "out", "--ray") == 2
+    assert "pip install 'stable-audio-3[ray]'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from typing import Any
 from stable_audio_3.apps.batch.jobs import Item, merged_arguments
 from stable_audio_3.apps.batch.outputs import Destination, item_record
 
-__all__ = ["Outcome", "group_items", "run_items"]
+__all__ = ["Outcome", "group_items", "run_group", "run_retrying", "run_items"]
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Outcome:
     path: str | None = None
     error: str | None = None
     attempts: int = 1
+    note: str | None = None
 
 
 def group_items(items: list[Item], max_batch: int) -> list[list[Item]]:
@@ -60,6 +61,27 @@ def run_group(
     return out
 
 
+def run_retrying(
+    model: Any,
+    group: list[Item],
+    dest: Destination,
+    record_for: Callable[[Any, Item, Any], dict],
+    ceiling: float | None,
+    retries: int,
+) -> list[Outcome]:
+    """A group's call, then each failed item alone, up to `retries` more times (a merged call that
+    ran out of memory may fit one item at a time; a transient device error may pass)."""
+    outcomes = run_group(model, group, dest, record_for, ceiling)
+    for n, outcome in enumerate(outcomes):
+        attempts = 1
+        while outcome.status == "failed" and attempts <= retries:
+            attempts += 1
+            outcome = run_group(model, [outcome.item], dest, record_for, ceiling)[0]
+        outcome.attempts = attempts
+        outcomes[n] = outcome
+    return outcomes
+
+
 def run_items(
     model: Any,
     items: list[Item],
@@ -68,12 +90,13 @@ def run_items(
     max_batch: int,
     record_for: Callable[[Any, Item, Any], dict],
     ceiling: float | None = None,
+    retries: int = 0,
     on_done: Callable[[list[Outcome]], None] = lambda outcomes: None,
 ) -> list[Outcome]:
     """Every pending item, in groups; `on_done` after each group (progress)."""
     outcomes = []
     for group in group_items(items, max_batch):
-        done = run_group(model, group, dest, record_for, ceiling)
+        done = run_retrying(model, group, dest, record_for, ceiling, retries)
         outcomes += done
         on_done(done)
     return outcomes
@@ -99,6 +122,7 @@ def summary(outcomes: list[Outcome], skipped: list[Item], jobs_file: str, second
                 "path": o.path,
                 "seed": o.item.arguments["seed"],
                 "attempts": o.attempts,
+                **({"note": o.note} if o.note else {}),
             }
             for o in written
         ],

@@ -1,7 +1,8 @@
-"""`stable-audio batch JOBS --output-dir DIR`: many generations from a .jsonl or .csv file with one
-loaded model. Resumable: items already written
-from the same line are skipped on a rerun. One file and one record per item, `summary.json` at the
-end; exit code 0 when every item is written or skipped, 1 when some failed, 2 for bad input."""
+"""`stable-audio batch JOBS --output-dir DIR`: many generations from a .jsonl or .csv file, with one
+loaded model here or, with `--ray [ADDRESS]`, a pool of them on a Ray cluster. Resumable: items
+already written from the same line are skipped on a rerun. One file and one record per item,
+`summary.json` at the end; exit code 0 when every item is written or skipped, 1 when some failed,
+2 for bad input."""
 
 from __future__ import annotations
 
@@ -31,8 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=4, help="items merged into one generate() call at most")
     p.add_argument("--overwrite", action="store_true", help="regenerate items whose line changed")
     p.add_argument("--peak-ceiling-dbfs", type=float, default=None, help="scale down items peaking above")
+    p.add_argument("--retries", type=int, default=1, help="more attempts for an item whose call failed")
+    _ray_flags(p.add_argument_group("Ray (pip install 'stable-audio-3[ray]')"))
     add_run_flags(p)
     return p
+
+
+def _ray_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: the cluster at ADDRESS (e.g. auto, ray://head:10001), else RAY_ADDRESS or a "
+        "local instance; --output-dir must be reachable from every node",
+    )
+    g.add_argument("--workers", type=int, default=None, help="actors (default: one per GPU, else per CPUs)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved by each actor")
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per actor (default: 1 if there are any)"
+    )
 
 
 def _check(args: argparse.Namespace):
@@ -40,8 +60,17 @@ def _check(args: argparse.Namespace):
     from stable_audio_3.apps.batch.outputs import Destination
     from stable_audio_3.apps.outputs import checkpoint_sample_rate, plan_outputs
 
-    if args.max_batch < 1:
-        raise JobFileError(f"--max-batch must be >= 1, got {args.max_batch}")
+    for flag, value, low in [
+        ("--max-batch", args.max_batch, 1),
+        ("--retries", args.retries, 0),
+        ("--workers", args.workers, 1),
+        ("--cpus-per-worker", args.cpus_per_worker, 0),
+        ("--gpus-per-worker", args.gpus_per_worker, 0),
+    ]:
+        if value is not None and value < low:
+            raise JobFileError(f"{flag} must be >= {low}, got {value}")
+    if args.ray is None and any(v is not None for v in (args.workers, args.gpus_per_worker)):
+        raise JobFileError("--workers and --gpus-per-worker need --ray")
     if args.model is None:
         args.model = DEMO_MODEL
         print(f"{PROG}: {DEMO_NOTICE}", file=sys.stderr, flush=True)
@@ -61,11 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     say = lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"{len(items)} items, {len(skipped)} already written, {len(pending)} to generate")
     start = time.perf_counter()
-    outcomes = _run_local(args, pending, dest, say)
+    outcomes = _run_pending(args, pending, dest, say)
     from stable_audio_3.apps.batch.local import summary
 
     seconds = time.perf_counter() - start
-    path = dest.write_summary(summary(outcomes, skipped, str(Path(args.jobs).resolve()), seconds, "local"))
+    mode = "local" if args.ray is None else "ray"
+    path = dest.write_summary(summary(outcomes, skipped, str(Path(args.jobs).resolve()), seconds, mode))
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
         say(f"failed: {o.item.name} (line {o.item.line}): {o.error}")
@@ -76,28 +106,40 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_local(args: argparse.Namespace, pending, dest, say):
+def _run_pending(args: argparse.Namespace, pending, dest, say):
+    """The pending items here or on Ray, with a progress bar over items."""
     from tqdm.auto import tqdm
-
-    from stable_audio_3.apps.batch.local import item_record_for, run_items
-    from stable_audio_3.apps.cli import load_model
 
     if not pending:
         return []
-    model = load_model(args, say)
+    jobs_file = str(Path(args.jobs).resolve())
     bar = tqdm(total=len(pending), desc="items", unit="item", disable=not sys.stderr.isatty())
+    on_done = lambda done: bar.update(len(done))  # noqa: E731
     try:
-        return run_items(
-            model,
-            pending,
-            dest,
-            max_batch=args.max_batch,
-            ceiling=args.peak_ceiling_dbfs,
-            record_for=item_record_for(args, str(Path(args.jobs).resolve())),
-            on_done=lambda done: bar.update(len(done)),
-        )
+        if args.ray is not None:
+            from stable_audio_3.apps.batch.cluster import run_on_ray
+
+            return run_on_ray(args, pending, dest, jobs_file, say, on_done)
+        return _run_here(args, pending, dest, jobs_file, say, on_done)
     finally:
         bar.close()
+
+
+def _run_here(args: argparse.Namespace, pending, dest, jobs_file: str, say, on_done):
+    from stable_audio_3.apps.batch.local import item_record_for, run_items
+    from stable_audio_3.apps.cli import load_model
+
+    model = load_model(args, say)
+    return run_items(
+        model,
+        pending,
+        dest,
+        max_batch=args.max_batch,
+        ceiling=args.peak_ceiling_dbfs,
+        retries=args.retries,
+        record_for=item_record_for(args, jobs_file),
+        on_done=on_done,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
