@@ -392,3 +392,58 @@ def test_pretraining_can_train_the_text_encoder_too(data: Path, tmp_path: Path) 
     prompt = model.networks.conditioners[model.config.prompt.id]
     name = next(iter(prompt.encoder.weights))
     assert not prompt.trains_encoder and prompt.encoder.weights[name].requires_grad is False
+
+
+def _torchrun_pretrain(data: Path, out: Path, *flags: str) -> None:
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "stable_audio_3.apps.train", "pretrain", "--base", str(checkpoint_dir("A")),
+        "--data", str(data), "--output", str(out), "--batch-size", "2", "--duration", "0.5",
+        "--device", "cpu", "--no-progress", "--checkpoint-every", "2", *flags,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_fsdp_pretraining_matches_ddp_and_resumes_from_its_shards(data: Path, tmp_path: Path) -> None:
+    """Two CPU processes: FSDP (the DiT sharded in two) takes exactly the steps DDP takes (with two
+    ranks both average a gradient as (a + b) / 2, exact in floating point whether the halving comes
+    before or after the sum), and a run resumed from each rank's saved shards continues exactly as
+    the uninterrupted one."""
+    _torchrun_pretrain(data, tmp_path / "ddp", "--steps", "4")
+    _torchrun_pretrain(data, tmp_path / "fsdp", "--steps", "4", "--sharding", "fsdp")
+    ddp, fsdp = _losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp")
+    assert [s for s, _ in fsdp] == [1, 2, 3, 4]
+    assert fsdp == ddp
+    a, b = _weights(tmp_path / "ddp" / "checkpoint"), _weights(tmp_path / "fsdp" / "checkpoint")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(b[key], a[key]), key
+    assert sorted(p.name for p in (tmp_path / "fsdp").glob("train_state*")) == [
+        "train_state.rank0.pt", "train_state.rank1.pt",
+    ]  # fmt: skip
+    _torchrun_pretrain(data, tmp_path / "resumed", "--steps", "2", "--sharding", "fsdp")
+    _torchrun_pretrain(data, tmp_path / "resumed", "--steps", "4", "--sharding", "fsdp", "--resume")
+    assert _losses(tmp_path / "resumed") == fsdp
+    resumed = _weights(tmp_path / "resumed" / "checkpoint")
+    for key in b:
+        assert torch.equal(resumed[key], b[key]), key
+    model = StableAudioModel.from_pretrained(tmp_path / "fsdp" / "checkpoint", device="cpu")
+    assert torch.isfinite(model.generate("tone", duration=0.5, steps=2, seed=0, progress=False)).all()
+
+
+def test_an_unknown_sharding_is_refused_by_name(tmp_path: Path) -> None:
+    from stable_audio_3.errors import ArgumentValueError
+
+    with pytest.raises(ArgumentValueError, match="sharding must be 'ddp' or 'fsdp', got 'zero3'"):
+        _pretrain_config(tmp_path, tmp_path / "out", sharding="zero3")

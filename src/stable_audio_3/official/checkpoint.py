@@ -229,13 +229,12 @@ def load_official_state_dict(
 
 
 def export_official_state_dict(
-    module: nn.Module, *, autoencoder_only: bool = False
+    module: nn.Module, *, autoencoder_only: bool = False, state: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Our state dict under the official key names (the inverse of `load_official_state_dict`)."""
-    return {
-        ours_to_official(k, autoencoder_only=autoencoder_only): v.detach()
-        for k, v in module.state_dict().items()
-    }
+    """Our state dict (`module`'s, or `state` given in its names, e.g. gathered from shards) under
+    the official key names (the inverse of `load_official_state_dict`)."""
+    state = module.state_dict() if state is None else state
+    return {ours_to_official(k, autoencoder_only=autoencoder_only): v.detach() for k, v in state.items()}
 
 
 # ---------------------------------------------------------------------------------------- LoRA

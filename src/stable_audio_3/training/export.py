@@ -49,11 +49,13 @@ def write_checkpoint(
     *,
     objective: str | None = None,
     text_encoder: object | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `networks` (our Networks tree) as an official checkpoint folder, atomically: built in
     a temporary folder beside it and renamed into place. `objective` overrides the config's
     `diffusion_objective` (post-training turns a rectified_flow model into an rf_denoiser);
-    `text_encoder`, when it was trained too, writes its weights into the copied encoder folder."""
+    `text_encoder`, when it was trained too, writes its weights into the copied encoder folder;
+    `state`, when given, is `networks`' state dict gathered whole (a sharded run's)."""
     config = copy.deepcopy(dict(raw_config))
     prompt = next(c for c in config["model"]["conditioning"]["configs"] if c["type"] == "t5gemma")["config"]
     subfolder = prompt.get("subfolder") or "text_encoder"
@@ -66,8 +68,8 @@ def write_checkpoint(
     tmp.mkdir(parents=True)
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in export_official_state_dict(networks).items()}
-    save_file(state, str(tmp / hub.WEIGHTS_FILE))
+    official = export_official_state_dict(networks, state=state)
+    save_file({k: v.contiguous() for k, v in official.items()}, str(tmp / hub.WEIGHTS_FILE))
     (tmp / hub.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     shutil.copytree(encoder_folder, tmp / subfolder)
     if text_encoder is not None:  # trained with the model: its current weights replace the copied ones

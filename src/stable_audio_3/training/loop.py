@@ -9,12 +9,14 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from stable_audio_3.training.sharding import local, reshard_like
 
 __all__ = [
     "distributed",
@@ -154,12 +156,17 @@ class EMA:
 def save_state(
     path: Path, step: int, params: list[nn.Parameter], opt, ema: EMA | None, gen, rng, **extra
 ) -> None:
-    """Everything a resumed run needs to continue bit for bit, written atomically."""
+    """Everything a resumed run needs to continue bit for bit, written atomically. Of a sharded
+    tensor (FSDP) only this rank's part is saved: each rank writes its own file."""
+    optimizer = opt.state_dict()
+    optimizer["state"] = {
+        i: {k: local(v) for k, v in moments.items()} for i, moments in optimizer["state"].items()
+    }
     state = {
         "step": step,
-        "params": [p.detach().cpu() for p in params],
-        "optimizer": opt.state_dict(),
-        "ema": None if ema is None else [s.cpu() for s in ema.shadow],
+        "params": [local(p).detach().cpu() for p in params],
+        "optimizer": optimizer,
+        "ema": None if ema is None else [local(s).cpu() for s in ema.shadow],
         "generator": gen.get_state(),
         "rng": rng.getstate(),
         **extra,
@@ -176,11 +183,14 @@ def load_state(
     state = torch.load(path, map_location="cpu", weights_only=True)
     with torch.no_grad():
         for p, saved in zip(params, state["params"], strict=True):
-            p.copy_(saved)
+            local(p).copy_(saved)
         if ema is not None and state["ema"] is not None:
             for s, saved in zip(ema.shadow, state["ema"], strict=True):
-                s.copy_(saved)
+                local(s).copy_(saved)
     opt.load_state_dict(state["optimizer"])
+    for p, moments in opt.state.items():  # the moments of sharded parameters sharded again
+        for k, v in moments.items():
+            moments[k] = reshard_like(v, p)
     gen.set_state(state["generator"])
     version, internal, gauss = state["rng"]
     rng.setstate((version, tuple(internal), gauss))
@@ -201,9 +211,16 @@ class Optimisation:
     exact save and resume: what each stage's loop needs besides its loss."""
 
     def __init__(
-        self, params: list[nn.Parameter], cfg: Any, rank: int, state_path: Path, warmup_steps: int = 0
+        self,
+        params: list[nn.Parameter],
+        cfg: Any,
+        rank: int,
+        state_path: Path,
+        warmup_steps: int = 0,
+        before_step: Callable[[], None] | None = None,
     ) -> None:
         self.params = params
+        self.before_step = before_step  # e.g. averaging gradients FSDP does not reduce
         self.lr, self.warmup_steps = cfg.lr, warmup_steps
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -222,6 +239,8 @@ class Optimisation:
         """One optimizer step on `loss`; returns its value."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.before_step is not None:
+            self.before_step()
         if self.warmup_steps:  # linear warm-up, a function of the step alone (exact on resume)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup_steps)

@@ -5,6 +5,7 @@ frozen. The result is a `rectified_flow` checkpoint folder in the official layou
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,7 +15,7 @@ from torch import nn
 
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
-from stable_audio_3.training import loop
+from stable_audio_3.training import loop, sharding
 from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import LatentCache, find_clips, length_order, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
@@ -49,6 +50,7 @@ class PretrainConfig(RunOptions):
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20
     cache_dir: str | None = None
+    sharding: str = "ddp"  # ddp | fsdp, under torchrun
 
     HELP: ClassVar[dict[str, str]] = {
         "base": "checkpoint folder or registry name giving the config, autoencoder and text encoder",
@@ -64,6 +66,8 @@ class PretrainConfig(RunOptions):
         "group_by_length": "draw each batch from clips of similar length: less padding, faster steps",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
+        "sharding": "under torchrun: ddp (a whole copy per process) or fsdp (the DiT, its gradients, "
+        "optimizer moments and EMA sharded across processes; no validation samples)",
     }
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class PretrainConfig(RunOptions):
         check_number("cfg_dropout", self.cfg_dropout, low=0.0, high=1.0)
         check_number("padding_augment_seconds", self.padding_augment_seconds, low=0.0)
         self.sample_prompts = tuple(self.sample_prompts)
+        if self.sharding not in ("ddp", "fsdp"):
+            raise ArgumentValueError(f"sharding must be 'ddp' or 'fsdp', got {self.sharding!r}")
 
 
 def trainable_parameters(model) -> list[nn.Parameter]:
@@ -112,6 +118,7 @@ class _Run:
     silence: torch.Tensor
     encoder: Path
     by_length: list[int] | None = None
+    fsdp: bool = False
 
 
 def _text_encoder_weights(model, world: int) -> list[torch.Tensor]:
@@ -140,6 +147,14 @@ def _setup(cfg: PretrainConfig) -> _Run:
     params = trainable_parameters(model)
     if cfg.train_text_encoder:
         params += _text_encoder_weights(model, world)
+    fsdp = cfg.sharding == "fsdp" and world > 1
+    if fsdp:
+        sharding.shard_dit(model.networks.dit, model.device, world)
+        params = trainable_parameters(model)  # sharding replaced the DiT's parameters
+        if cfg.sample_prompts and rank == 0:
+            warnings.warn(
+                "sharding='fsdp' writes no validation samples; generate from the checkpoint", stacklevel=2
+            )
     frames_per_second = model.sample_rate / model.config.pretransform.autoencoder.downsampling_ratio
     objective = FlowMatchingObjective(
         model,
@@ -155,16 +170,26 @@ def _setup(cfg: PretrainConfig) -> _Run:
         model=model,
         clips=clips,
         latents=latents,
-        optim=loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps),
-        step_fn=loop.wrap_ddp(objective, world, model.device),
+        optim=_optimisation(cfg, params, rank, world, out, fsdp),
+        step_fn=objective if fsdp else loop.wrap_ddp(objective, world, model.device),
         out=out,
         silence=silence_frame(model),
         encoder=text_encoder_folder(cfg.base, model.config.raw),
         by_length=length_order(latents) if cfg.group_by_length else None,
+        fsdp=fsdp,
     )
     if cfg.resume:
         run.optim.resume()
     return run
+
+
+def _optimisation(cfg: PretrainConfig, params, rank: int, world: int, out: Path, fsdp: bool):
+    """Under FSDP each rank saves its own shards, and averages the gradients FSDP does not hold."""
+    if not fsdp:
+        return loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps)
+    average = lambda: sharding.average_replicated_grads(params, world)  # noqa: E731
+    path = out / f"train_state.rank{rank}.pt"
+    return loop.Optimisation(params, cfg, rank, path, cfg.warmup_steps, before_step=average)
 
 
 def _train_step(run: _Run) -> float:
@@ -189,22 +214,24 @@ def _train_step(run: _Run) -> float:
 
 
 def _checkpoint(run: _Run) -> None:
-    """Resume state, checkpoint folder and samples, at their cadences (rank 0 only)."""
+    """Resume state, checkpoint folder and samples, at their cadences (rank 0 only; under FSDP
+    every rank saves its shards and gathers the weights, rank 0 writes, no samples)."""
     cfg, step = run.cfg, run.optim.step
+    writing = step % cfg.checkpoint_every == 0 or step == cfg.steps
+    if run.fsdp:
+        if writing:
+            run.optim.save()
+            with run.optim.averaged():
+                state = sharding.full_state_dict(run.model.networks)  # every rank takes part
+                if run.rank == 0:
+                    _write(run, state)
+        return
     if run.rank != 0:
         return
-    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+    if writing:
         run.optim.save()
         with run.optim.averaged():
-            trained = run.model.networks.conditioners[run.model.config.prompt.id].encoder
-            write_checkpoint(
-                run.model.networks,
-                run.out / "checkpoint",
-                run.model.config.raw,
-                run.encoder,
-                objective="rectified_flow",
-                text_encoder=trained if cfg.train_text_encoder else None,
-            )
+            _write(run, None)
     if due(step, cfg.steps, cfg.sample_every):
         write_samples(
             run.model,
@@ -217,6 +244,19 @@ def _checkpoint(run: _Run) -> None:
             sampler="euler",
             weights=run.optim.averaged(),
         )
+
+
+def _write(run: _Run, state: dict[str, torch.Tensor] | None) -> None:
+    trained = run.model.networks.conditioners[run.model.config.prompt.id].encoder
+    write_checkpoint(
+        run.model.networks,
+        run.out / "checkpoint",
+        run.model.config.raw,
+        run.encoder,
+        objective="rectified_flow",
+        text_encoder=trained if run.cfg.train_text_encoder else None,
+        state=state,
+    )
 
 
 def pretrain(cfg: PretrainConfig) -> Path:

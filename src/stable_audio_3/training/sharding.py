@@ -1,0 +1,71 @@
+"""Fully sharded data parallel (FSDP2, `torch.distributed.fsdp.fully_shard`) for pre-training a DiT
+whose weights, gradients, optimizer moments and EMA do not fit one device: each rank keeps 1/world
+of them and gathers a unit's weights only while that unit runs.
+
+The units follow how the DiT calls its parts: each block's self-attention and feed-forward (called
+as modules, the bulk of the weights) are units of their own; the rest of the DiT (embeddings, norms,
+cross-attention, whose context projections the DiT calls as methods before the blocks run) is the
+root unit. The conditioners' small trainable layers stay whole on every rank, their gradients
+averaged like DDP's. Gradients of sharded weights are averaged by FSDP's reduce-scatter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["shard_dit", "average_replicated_grads", "full_state_dict", "is_sharded", "local", "reshard_like"]
+
+
+def is_sharded(t: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def shard_dit(dit: nn.Module, device: torch.device, world: int) -> None:
+    """Shard the DiT across the `world` ranks of the current process group, in place."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    for block in dit.blocks:
+        fully_shard(block.self_attn, mesh=mesh)
+        fully_shard(block.ff, mesh=mesh)
+    fully_shard(dit, mesh=mesh)
+
+
+def average_replicated_grads(params: list[nn.Parameter], world: int) -> None:
+    """All-reduce (mean) the gradients of the parameters FSDP does not hold."""
+    import torch.distributed as dist
+
+    for p in params:
+        if not is_sharded(p) and p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` with every sharded tensor gathered whole, on the CPU. Collective: every
+    rank calls it; each gets the full dict. Unsharded CPU tensors are the module's own (not copies):
+    use the dict before changing the weights."""
+    state = module.state_dict()
+    return {k: (v.full_tensor() if is_sharded(v) else v).detach().cpu() for k, v in state.items()}
+
+
+def local(t: Any) -> Any:
+    """A rank's own part of a sharded tensor (what it saves to resume), anything else unchanged."""
+    return t.to_local() if is_sharded(t) else t
+
+
+def reshard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A saved local part back as a sharded tensor laid out as `like` (an optimizer moment of a
+    sharded parameter); a scalar (Adam's step count) or an unsharded `like` is returned as is."""
+    if not is_sharded(like) or value.dim() == 0 or is_sharded(value):
+        return value
+    from torch.distributed.tensor import DTensor
+
+    mesh, placements = like.device_mesh, like.placements
+    return DTensor.from_local(value, mesh, placements, shape=like.shape, stride=like.stride())
