@@ -394,18 +394,22 @@ def test_pretraining_can_train_the_text_encoder_too(data: Path, tmp_path: Path) 
     assert not prompt.trains_encoder and prompt.encoder.weights[name].requires_grad is False
 
 
-def _torchrun_pretrain(data: Path, out: Path, *flags: str) -> None:
+def _torchrun(stage: str, out: Path, *flags: str) -> None:
+    """A stage under `torchrun` with two CPU processes (gloo)."""
     import subprocess
     import sys
 
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "stable_audio_3.apps.train", "pretrain", "--base", str(checkpoint_dir("A")),
-        "--data", str(data), "--output", str(out), "--batch-size", "2", "--duration", "0.5",
-        "--device", "cpu", "--no-progress", "--checkpoint-every", "2", *flags,
+        "-m", "stable_audio_3.apps.train", stage, "--output", str(out), "--batch-size", "2",
+        "--duration", "0.5", "--device", "cpu", "--no-progress", "--checkpoint-every", "2", *flags,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _torchrun_pretrain(data: Path, out: Path, *flags: str) -> None:
+    _torchrun("pretrain", out, "--base", str(checkpoint_dir("A")), "--data", str(data), *flags)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -445,5 +449,36 @@ def test_fsdp_pretraining_matches_ddp_and_resumes_from_its_shards(data: Path, tm
 def test_an_unknown_sharding_is_refused_by_name(tmp_path: Path) -> None:
     from stable_audio_3.errors import ArgumentValueError
 
-    with pytest.raises(ArgumentValueError, match="sharding must be 'ddp' or 'fsdp', got 'zero3'"):
+    with pytest.raises(ArgumentValueError, match="sharding must be one of \\('ddp', 'fsdp'\\), got 'zero3'"):
         _pretrain_config(tmp_path, tmp_path / "out", sharding="zero3")
+
+
+def _assert_same_checkpoints(a: Path, b: Path) -> None:
+    first, second = _weights(a / "checkpoint"), _weights(b / "checkpoint")
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.slow
+def test_fsdp_distillation_and_post_training_take_the_data_parallel_steps(data: Path, tmp_path: Path) -> None:
+    """Distillation (DDP vs FSDP) and post-training (gradients averaged by hand vs FSDP, the
+    generator's and the discriminator trunk's DiTs sharded) give identical losses and weights with
+    two CPU processes; FSDP resumes post-training from its shards exactly."""
+    teacher = ["--teacher", str(checkpoint_dir("B")), "--data", str(data), "--teacher-steps", "3"]
+    teacher += ["--trajectories", "4", "--steps", "3"]
+    _torchrun("distill", tmp_path / "distill_ddp", *teacher)
+    _torchrun("distill", tmp_path / "distill_fsdp", *teacher, "--sharding", "fsdp")
+    assert _losses(tmp_path / "distill_fsdp") == _losses(tmp_path / "distill_ddp")
+    _assert_same_checkpoints(tmp_path / "distill_ddp", tmp_path / "distill_fsdp")
+    model = ["--model", str(checkpoint_dir("B")), "--data", str(data), "--lr-discriminator", "3e-3"]
+    _torchrun("post-train", tmp_path / "post_dp", *model, "--steps", "4")
+    _torchrun("post-train", tmp_path / "post_fsdp", *model, "--steps", "4", "--sharding", "fsdp")
+    for key in ("loss_d", "loss_g"):
+        assert _metric(tmp_path / "post_fsdp", key) == _metric(tmp_path / "post_dp", key)
+    _assert_same_checkpoints(tmp_path / "post_dp", tmp_path / "post_fsdp")
+    _torchrun("post-train", tmp_path / "post_resumed", *model, "--steps", "2", "--sharding", "fsdp")
+    resumed = ["--steps", "4", "--sharding", "fsdp", "--resume"]
+    _torchrun("post-train", tmp_path / "post_resumed", *model, *resumed)
+    assert _metric(tmp_path / "post_resumed", "loss_g") == _metric(tmp_path / "post_fsdp", "loss_g")
+    _assert_same_checkpoints(tmp_path / "post_resumed", tmp_path / "post_fsdp")

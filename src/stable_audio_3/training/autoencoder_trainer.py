@@ -233,13 +233,16 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
         ae.bottleneck.running_std.requires_grad_(False)
     params = list(ae.parameters())
-    g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps)
+    average = loop.gradient_averaging(params, world)  # data parallel under torchrun
+    g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps, before_step=average)
     disc = d = None
     if cfg.adversarial:
         with loop.forked_rng(cfg.seed + 1):
             disc = MultiScaleSTFTDiscriminator(sizes).to(ae.bottleneck.bias.device)
         d_cfg = SimpleNamespace(lr=cfg.lr_discriminator, weight_decay=0.0, ema_decay=0.0, seed=cfg.seed)
-        d = loop.Optimisation(list(disc.parameters()), d_cfg, rank, out / "train_state_discriminator.pt")
+        d_params = list(disc.parameters())
+        d_path, d_average = out / "train_state_discriminator.pt", loop.gradient_averaging(d_params, world)
+        d = loop.Optimisation(d_params, d_cfg, rank, d_path, before_step=d_average)
     if cfg.resume:
         g.resume()
         if d is not None:

@@ -12,9 +12,18 @@ import tomllib
 
 from stable_audio_3.errors import ArgumentValueError, ConfigError, MissingFileError
 
-__all__ = ["RunOptions", "PRECISIONS", "read_toml", "build_config", "field_kinds"]
+__all__ = [
+    "RunOptions",
+    "DiTRunOptions",
+    "PRECISIONS",
+    "SHARDINGS",
+    "read_toml",
+    "build_config",
+    "field_kinds",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -37,6 +46,23 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ArgumentValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DiTRunOptions(RunOptions):
+    """The options of the stages that train a whole DiT (pre-training, distillation, post-training)."""
+
+    sharding: str = "ddp"  # under torchrun: ddp | fsdp
+
+    HELP: ClassVar[dict[str, str]] = {
+        "sharding": "under torchrun: ddp (a whole copy per process) or fsdp (the DiT, its gradients, "
+        "optimizer moments and EMA sharded across the processes)",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sharding not in SHARDINGS:
+            raise ArgumentValueError(f"sharding must be one of {SHARDINGS}, got {self.sharding!r}")
 
 
 def read_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:

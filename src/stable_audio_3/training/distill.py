@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.pipeline.lengths import plan_lengths
 from stable_audio_3.training import loop
-from stable_audio_3.training.configs import RunOptions
+from stable_audio_3.training.configs import DiTRunOptions
 from stable_audio_3.training.dataset import find_clips
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import (
@@ -39,7 +39,7 @@ __all__ = ["DistillConfig", "Trajectories", "distill", "teacher_trajectories", "
 
 
 @dataclass
-class DistillConfig(RunOptions):
+class DistillConfig(DiTRunOptions):
     """A stage-2 run."""
 
     teacher: str  # stage-1 checkpoint folder (the student starts from it)
@@ -220,13 +220,21 @@ def distill(cfg: DistillConfig) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     model = StableAudioModel.from_pretrained(cfg.teacher, device=device, model_half=False)
-    pairs = _pairs(cfg, model, out, cfg.progress and rank == 0)
-    run = loop.Optimisation(trainable_parameters(model), cfg, rank, out / "train_state.pt")
+    pairs = _pairs(cfg, model, out, cfg.progress and rank == 0)  # the teacher's, before any sharding
+    fsdp = loop.shard_if_asked([model.networks.dit], model.device, world, cfg.sharding)
+    params = trainable_parameters(model)
+    average = loop.gradient_averaging(params, world) if fsdp else None  # else DDP averages
+    run = loop.Optimisation(params, cfg, rank, loop.state_file(out, rank, fsdp), before_step=average)
     if cfg.resume:
         run.resume()
-    step_fn = loop.wrap_ddp(_Student(model, training_shift(model)), world, model.device)
+    student = _Student(model, training_shift(model))
+    step_fn = student if fsdp else loop.wrap_ddp(student, world, model.device)
     report = loop.Reporter(out, cfg, rank, run.step, "distilling", ("loss",))
     encoder = text_encoder_folder(cfg.teacher, model.config.raw)
+
+    def write(state) -> None:
+        write_checkpoint(model.networks, out / "checkpoint", model.config.raw, encoder, state=state)
+
     model.networks.dit.train()
     try:
         while run.step < cfg.steps:
@@ -235,11 +243,10 @@ def distill(cfg: DistillConfig) -> Path:
                 loss = step_fn(pairs, picks, run.gen)
             value = run.apply(loss)
             report.step(run.step, loss=value, lr=cfg.lr)
-            if rank == 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps):
-                run.save(config=asdict(cfg))
-                with run.averaged():
-                    write_checkpoint(model.networks, out / "checkpoint", model.config.raw, encoder)
-            if rank == 0 and due(run.step, cfg.steps, cfg.sample_every):
+            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+                save = lambda: run.save(config=asdict(cfg))  # noqa: E731
+                loop.save_and_write(rank, fsdp, save, run.averaged(), model.networks, write)
+            if rank == 0 and not fsdp and due(run.step, cfg.steps, cfg.sample_every):
                 write_samples(
                     model,
                     cfg.sample_prompts,

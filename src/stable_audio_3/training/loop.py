@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stable_audio_3.training import sharding
 from stable_audio_3.training.sharding import local, reshard_like
 
 __all__ = [
@@ -30,6 +31,10 @@ __all__ = [
     "load_state",
     "forked_rng",
     "wrap_ddp",
+    "shard_if_asked",
+    "gradient_averaging",
+    "save_and_write",
+    "state_file",
     "Optimisation",
     "Reporter",
 ]
@@ -66,6 +71,49 @@ def wrap_ddp(module: nn.Module, world: int, device: torch.device) -> nn.Module:
         return module
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def shard_if_asked(dits: list[nn.Module], device: torch.device, world: int, choice: str) -> bool:
+    """Shard the DiTs with FSDP (`sharding.shard_dit`) when `choice` is "fsdp" and there are
+    several processes; True when it did (the modules' parameters are new objects then)."""
+    fsdp = choice == "fsdp" and world > 1
+    if fsdp:
+        for dit in dits:
+            sharding.shard_dit(dit, device, world)
+    return fsdp
+
+
+def gradient_averaging(params: list[nn.Parameter], world: int) -> Callable[[], None] | None:
+    """The `before_step` of an `Optimisation` whose module no DDP wrapper covers: the mean over the
+    ranks of its gradients (those FSDP does not reduce itself); None in one process."""
+    if world == 1:
+        return None
+    return lambda: sharding.average_replicated_grads(params, world)
+
+
+def state_file(out: Path, rank: int, fsdp: bool, stem: str = "train_state") -> Path:
+    """Where a run's resume state goes: one file (rank 0's), or under FSDP one per rank."""
+    return out / (f"{stem}.rank{rank}.pt" if fsdp else f"{stem}.pt")
+
+
+def save_and_write(
+    rank: int,
+    fsdp: bool,
+    save: Callable[[], None],
+    averaged: contextlib.AbstractContextManager,
+    networks: nn.Module,
+    write: Callable[[dict[str, torch.Tensor] | None], None],
+) -> None:
+    """A checkpoint step: the resume state (`save`) and the checkpoint folder (`write`, given the
+    gathered state dict under FSDP, else None), with the EMA weights (`averaged`) in place. Rank 0
+    alone, except under FSDP, where every rank saves its own shards and takes part in gathering."""
+    if rank != 0 and not fsdp:
+        return
+    save()
+    with averaged:
+        state = sharding.full_state_dict(networks) if fsdp else None
+        if rank == 0:
+            write(state)
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -22,7 +22,7 @@ from torch import nn
 
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.training import loop
-from stable_audio_3.training.configs import RunOptions
+from stable_audio_3.training.configs import DiTRunOptions
 from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import sample_training_t, shift_each, training_shift
@@ -33,7 +33,7 @@ __all__ = ["PostTrainConfig", "post_train", "Discriminator"]
 
 
 @dataclass
-class PostTrainConfig(RunOptions):
+class PostTrainConfig(DiTRunOptions):
     """A stage-3 run."""
 
     model: str  # stage-2 (or stage-1) checkpoint: the generator's start and the discriminator's trunk
@@ -167,6 +167,7 @@ class _Run:
     silence: torch.Tensor
     encoder: Path
     out: Path
+    fsdp: bool = False
 
 
 def _setup(cfg: PostTrainConfig) -> _Run:
@@ -177,6 +178,10 @@ def _setup(cfg: PostTrainConfig) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     model = StableAudioModel.from_pretrained(cfg.model, device=device, model_half=False)
     trunk = StableAudioModel.from_pretrained(cfg.model, device=device, model_half=False)
+    # The generator is sharded; the discriminator's trunk stays whole on every rank (frozen: weights
+    # alone; trained: averaged like the head), as FSDP2 crashed (SIGSEGV, torch 2.13 on CPU) in the
+    # backward through a sharded trunk that runs three times a step.
+    fsdp = loop.shard_if_asked([model.networks.dit], model.device, world, cfg.sharding)
     disc = Discriminator(trunk, cfg.train_trunk, cfg.seed)
     disc.head.to(model.device)
     clips = find_clips(cfg.data)
@@ -184,7 +189,7 @@ def _setup(cfg: PostTrainConfig) -> _Run:
     d_cfg = SimpleNamespace(
         lr=cfg.lr_discriminator, weight_decay=cfg.weight_decay, ema_decay=0.0, seed=cfg.seed
     )
-    d_params = [p for p in disc.parameters() if p.requires_grad]
+    g_params, d_params = trainable_parameters(model), [p for p in disc.parameters() if p.requires_grad]
     run = _Run(
         cfg=cfg,
         rank=rank,
@@ -193,16 +198,24 @@ def _setup(cfg: PostTrainConfig) -> _Run:
         disc=disc,
         clips=clips,
         latents=cache.encode_all(clips, progress=cfg.progress and rank == 0),
-        generator=loop.Optimisation(trainable_parameters(model), cfg, rank, out / "train_state.pt"),
-        discriminator=loop.Optimisation(d_params, d_cfg, rank, out / "train_state_discriminator.pt"),
+        generator=_optimisation(g_params, cfg, rank, world, loop.state_file(out, rank, fsdp)),
+        discriminator=_optimisation(
+            d_params, d_cfg, rank, world, loop.state_file(out, rank, fsdp, "train_state_discriminator")
+        ),
         silence=silence_frame(model),
         encoder=text_encoder_folder(cfg.model, model.config.raw),
         out=out,
+        fsdp=fsdp,
     )
     if cfg.resume:
         run.generator.resume()
         run.discriminator.resume()
     return run
+
+
+def _optimisation(params, cfg, rank: int, world: int, path: Path) -> loop.Optimisation:
+    """No DDP wrapper here (two models, two updates a step): gradients averaged before each step."""
+    return loop.Optimisation(params, cfg, rank, path, before_step=loop.gradient_averaging(params, world))
 
 
 def post_train(cfg: PostTrainConfig) -> Path:
@@ -229,9 +242,10 @@ def post_train(cfg: PostTrainConfig) -> Path:
             with loop.autocast(cfg.precision, model.device):
                 values = _step(model, run.disc, batch, g, run.discriminator, shift, cfg.contrastive_weight)
             report.step(g.step, **values)
-            if run.rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
-                _save(run)
-            if run.rank == 0 and cfg.sample_prompts and due(g.step, cfg.steps, cfg.sample_every):
+            sampling = bool(cfg.sample_prompts) and due(g.step, cfg.steps, cfg.sample_every)
+            if sampling or g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps:
+                _save(run)  # samples are made from the saved checkpoint
+            if sampling and run.rank == 0:
                 _samples(run)
     finally:
         report.close()
@@ -241,16 +255,16 @@ def post_train(cfg: PostTrainConfig) -> Path:
 
 
 def _save(run: _Run) -> None:
-    run.generator.save(config=asdict(run.cfg))
-    run.discriminator.save()
-    with run.generator.averaged():
-        write_checkpoint(
-            run.model.networks,
-            run.out / "checkpoint",
-            run.model.config.raw,
-            run.encoder,
-            objective="rf_denoiser",
-        )
+    def save() -> None:
+        run.generator.save(config=asdict(run.cfg))
+        run.discriminator.save()
+
+    def write(state) -> None:
+        networks, raw, folder = run.model.networks, run.model.config.raw, run.out / "checkpoint"
+        write_checkpoint(networks, folder, raw, run.encoder, objective="rf_denoiser", state=state)
+
+    averaged = run.generator.averaged()
+    loop.save_and_write(run.rank, run.fsdp, save, averaged, run.model.networks, write)
 
 
 def _step(model, disc, batch, gen_run, d_run, shift, weight: float) -> dict[str, float]:
@@ -274,9 +288,7 @@ def _samples(run: _Run) -> None:
     """Samples of the saved rf_denoiser, loaded as users load it: ping-pong, no CFG."""
     from stable_audio_3.model import StableAudioModel
 
-    cfg, step = run.cfg, run.generator.step
-    if step % cfg.checkpoint_every and step != cfg.steps:  # this step's checkpoint is not written yet
-        _save(run)
+    cfg = run.cfg
     saved = StableAudioModel.from_pretrained(run.out / "checkpoint", device=run.model.device)
     write_samples(
         saved,

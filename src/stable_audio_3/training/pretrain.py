@@ -15,8 +15,8 @@ from torch import nn
 
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
-from stable_audio_3.training import loop, sharding
-from stable_audio_3.training.configs import RunOptions
+from stable_audio_3.training import loop
+from stable_audio_3.training.configs import DiTRunOptions
 from stable_audio_3.training.dataset import LatentCache, find_clips, length_order, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import FlowMatchingObjective, training_shift
@@ -26,7 +26,7 @@ __all__ = ["PretrainConfig", "pretrain", "trainable_parameters", "reinitialise"]
 
 
 @dataclass
-class PretrainConfig(RunOptions):
+class PretrainConfig(DiTRunOptions):
     """A stage-1 run; the defaults follow the official recipe where the spec gives one."""
 
     base: str  # checkpoint folder: config, autoencoder and text encoder (and the DiT to start from)
@@ -50,7 +50,6 @@ class PretrainConfig(RunOptions):
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20
     cache_dir: str | None = None
-    sharding: str = "ddp"  # ddp | fsdp, under torchrun
 
     HELP: ClassVar[dict[str, str]] = {
         "base": "checkpoint folder or registry name giving the config, autoencoder and text encoder",
@@ -66,8 +65,6 @@ class PretrainConfig(RunOptions):
         "group_by_length": "draw each batch from clips of similar length: less padding, faster steps",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
-        "sharding": "under torchrun: ddp (a whole copy per process) or fsdp (the DiT, its gradients, "
-        "optimizer moments and EMA sharded across processes; no validation samples)",
     }
 
     def __post_init__(self) -> None:
@@ -82,8 +79,6 @@ class PretrainConfig(RunOptions):
         check_number("cfg_dropout", self.cfg_dropout, low=0.0, high=1.0)
         check_number("padding_augment_seconds", self.padding_augment_seconds, low=0.0)
         self.sample_prompts = tuple(self.sample_prompts)
-        if self.sharding not in ("ddp", "fsdp"):
-            raise ArgumentValueError(f"sharding must be 'ddp' or 'fsdp', got {self.sharding!r}")
 
 
 def trainable_parameters(model) -> list[nn.Parameter]:
@@ -147,9 +142,8 @@ def _setup(cfg: PretrainConfig) -> _Run:
     params = trainable_parameters(model)
     if cfg.train_text_encoder:
         params += _text_encoder_weights(model, world)
-    fsdp = cfg.sharding == "fsdp" and world > 1
+    fsdp = loop.shard_if_asked([model.networks.dit], model.device, world, cfg.sharding)
     if fsdp:
-        sharding.shard_dit(model.networks.dit, model.device, world)
         params = trainable_parameters(model)  # sharding replaced the DiT's parameters
         if cfg.sample_prompts and rank == 0:
             warnings.warn(
@@ -185,10 +179,8 @@ def _setup(cfg: PretrainConfig) -> _Run:
 
 def _optimisation(cfg: PretrainConfig, params, rank: int, world: int, out: Path, fsdp: bool):
     """Under FSDP each rank saves its own shards, and averages the gradients FSDP does not hold."""
-    if not fsdp:
-        return loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps)
-    average = lambda: sharding.average_replicated_grads(params, world)  # noqa: E731
-    path = out / f"train_state.rank{rank}.pt"
+    average = loop.gradient_averaging(params, world) if fsdp else None  # else DDP averages
+    path = loop.state_file(out, rank, fsdp)
     return loop.Optimisation(params, cfg, rank, path, cfg.warmup_steps, before_step=average)
 
 
@@ -214,24 +206,15 @@ def _train_step(run: _Run) -> float:
 
 
 def _checkpoint(run: _Run) -> None:
-    """Resume state, checkpoint folder and samples, at their cadences (rank 0 only; under FSDP
-    every rank saves its shards and gathers the weights, rank 0 writes, no samples)."""
+    """Resume state and checkpoint folder, then samples, at their cadences (samples on rank 0, and
+    not under FSDP, whose weights only exist in shards)."""
     cfg, step = run.cfg, run.optim.step
-    writing = step % cfg.checkpoint_every == 0 or step == cfg.steps
-    if run.fsdp:
-        if writing:
-            run.optim.save()
-            with run.optim.averaged():
-                state = sharding.full_state_dict(run.model.networks)  # every rank takes part
-                if run.rank == 0:
-                    _write(run, state)
+    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        networks = run.model.networks
+        averaged = run.optim.averaged()
+        loop.save_and_write(run.rank, run.fsdp, run.optim.save, averaged, networks, lambda s: _write(run, s))
+    if run.rank != 0 or run.fsdp:
         return
-    if run.rank != 0:
-        return
-    if writing:
-        run.optim.save()
-        with run.optim.averaged():
-            _write(run, None)
     if due(step, cfg.steps, cfg.sample_every):
         write_samples(
             run.model,

@@ -37,14 +37,29 @@ def shard_dit(dit: nn.Module, device: torch.device, world: int) -> None:
     fully_shard(dit, mesh=mesh)
 
 
-def average_replicated_grads(params: list[nn.Parameter], world: int) -> None:
-    """All-reduce (mean) the gradients of the parameters FSDP does not hold."""
+def average_replicated_grads(params: list[nn.Parameter], world: int, bucket: int = 2**24) -> None:
+    """All-reduce (mean over ranks) the gradients of the parameters FSDP does not hold, in flat
+    buckets of up to `bucket` elements: data parallelism for modules no DDP wrapper covers. A missing
+    gradient counts as zeros, so every rank makes the same collective calls."""
     import torch.distributed as dist
 
-    for p in params:
-        if not is_sharded(p) and p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
+    whole = [p for p in params if not is_sharded(p) and p.requires_grad]
+    for p in whole:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    groups: dict[tuple, list[list[nn.Parameter]]] = {}
+    for p in whole:
+        chunks = groups.setdefault((p.grad.dtype, p.grad.device), [[]])
+        if chunks[-1] and sum(q.numel() for q in chunks[-1]) + p.numel() > bucket:
+            chunks.append([])
+        chunks[-1].append(p)
+    for chunks in groups.values():
+        for chunk in chunks:
+            flat = torch.cat([p.grad.reshape(-1) for p in chunk])
+            dist.all_reduce(flat)
+            flat.div_(world)
+            for p, part in zip(chunk, flat.split([p.numel() for p in chunk]), strict=True):
+                p.grad.copy_(part.view_as(p.grad))
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
