@@ -345,12 +345,20 @@ def _ae_config(tmp_path: Path, data: Path, config: Path, **overrides) -> Autoenc
     ids=["fixture-shape", "8kHz-patch8-stride8-4ch"],
 )
 def test_autoencoder_training_lowers_the_reconstruction_loss(data: Path, tmp_path: Path, shape: dict) -> None:
+    """Measured on fixed crops, before (the run's seeded initialisation) and after 20 steps: the
+    per-step losses are of random crops, too noisy to compare at this length on every CPU."""
     from stable_audio_3 import AutoencoderModel
-    from stable_audio_3.training.autoencoder_trainer import crop_samples, load_waves, reconstruction_loss
+    from stable_audio_3.training.autoencoder_trainer import (
+        _build,
+        crop_samples,
+        load_waves,
+        reconstruction_loss,
+        standalone_config,
+    )
 
-    folder = train_autoencoder(_ae_config(tmp_path, data, _autoencoder_json(tmp_path, **shape)))
-    stft = _metric(tmp_path / "run", "stft")
-    assert len(stft) == 20 and sum(stft[-5:]) < 0.95 * sum(stft[:5])
+    config = _autoencoder_json(tmp_path, **shape)
+    folder = train_autoencoder(_ae_config(tmp_path, data, config))
+    assert len(_metric(tmp_path / "run", "stft")) == 20
     model = AutoencoderModel.from_pretrained(folder, device="cpu")
     rate = shape.get("sample_rate", SR)
     assert model.sample_rate == rate
@@ -358,7 +366,10 @@ def test_autoencoder_training_lowers_the_reconstruction_loss(data: Path, tmp_pat
     assert float(model.autoencoder.bottleneck.running_std) != 1.0  # measured on the data
     waves = load_waves(find_clips(data, captions=False), rate, 2)
     n = crop_samples(model.autoencoder, 0.5, rate)
-    assert reconstruction_loss(model.autoencoder, waves, n, rate) < stft[0]
+    initial = _build(standalone_config(config)[0], None, "cpu", seed=0)
+    before = reconstruction_loss(initial, waves, n, rate)
+    after = reconstruction_loss(model.autoencoder, waves, n, rate)
+    assert after < 0.95 * before
     z = model.encode(waves[0], sample_rate=rate)
     assert torch.isfinite(model.decode(z)).all()
 
