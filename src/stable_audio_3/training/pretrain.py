@@ -139,16 +139,14 @@ def _setup(cfg: PretrainConfig) -> _Run:
     clips = find_clips(cfg.data)
     cache = LatentCache.for_data(cfg.data, cfg.cache_dir, model)
     latents = cache.encode_all(clips, progress=cfg.progress and rank == 0)
-    params = trainable_parameters(model)
+    fsdp = loop.shard_if_asked([model.networks.dit], model.device, world, cfg.sharding)
+    params = trainable_parameters(model)  # after sharding, which replaces the DiT's parameters
     if cfg.train_text_encoder:
         params += _text_encoder_weights(model, world)
-    fsdp = loop.shard_if_asked([model.networks.dit], model.device, world, cfg.sharding)
-    if fsdp:
-        params = trainable_parameters(model)  # sharding replaced the DiT's parameters
-        if cfg.sample_prompts and rank == 0:
-            warnings.warn(
-                "sharding='fsdp' writes no validation samples; generate from the checkpoint", stacklevel=2
-            )
+    if fsdp and cfg.sample_prompts and rank == 0:
+        warnings.warn(
+            "sharding='fsdp' writes no validation samples; generate from the checkpoint", stacklevel=2
+        )
     frames_per_second = model.sample_rate / model.config.pretransform.autoencoder.downsampling_ratio
     objective = FlowMatchingObjective(
         model,

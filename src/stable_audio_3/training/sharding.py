@@ -48,11 +48,15 @@ def average_replicated_grads(params: list[nn.Parameter], world: int, bucket: int
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     groups: dict[tuple, list[list[nn.Parameter]]] = {}
+    filled: dict[tuple, int] = {}  # elements in each group's last chunk
     for p in whole:
-        chunks = groups.setdefault((p.grad.dtype, p.grad.device), [[]])
-        if chunks[-1] and sum(q.numel() for q in chunks[-1]) + p.numel() > bucket:
+        key = (p.grad.dtype, p.grad.device)
+        chunks = groups.setdefault(key, [[]])
+        if chunks[-1] and filled.get(key, 0) + p.numel() > bucket:
             chunks.append([])
+            filled[key] = 0
         chunks[-1].append(p)
+        filled[key] = filled.get(key, 0) + p.numel()
     for chunks in groups.values():
         for chunk in chunks:
             flat = torch.cat([p.grad.reshape(-1) for p in chunk])
