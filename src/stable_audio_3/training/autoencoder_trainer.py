@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from stable_audio_3.audio import read_audio, to_waveform
-from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.checks import check_bool, check_int, check_number
 from stable_audio_3.errors import ConfigError
 from stable_audio_3.models.same import SAMEAutoencoder
 from stable_audio_3.official import hub
@@ -74,6 +74,8 @@ class AutoencoderTrainConfig(RunOptions):
     lr_discriminator: float = 1e-4
     latent_weight: float = 0.01  # soft-norm penalty: per-channel mean 0, std 1
     waveform_weight: float = 0.0  # squared waveform error over signal power
+    train_encoder: bool = True  # False: fine-tune the decoder on the fixed latents of a trained model
+    latent_noise: float = 0.0  # the decoder sees latents + N(0, s^2), s uniform in [0, this] per clip
     checkpoint_every: int = 1000
 
     HELP: ClassVar[dict[str, str]] = {
@@ -83,6 +85,9 @@ class AutoencoderTrainConfig(RunOptions):
         "adversarial": "add the multi-scale STFT discriminator and feature matching",
         "latent_weight": "weight of the soft-norm penalty (latent mean 0, std 1 per channel)",
         "waveform_weight": "weight of the waveform error over signal power (speeds up training from scratch)",
+        "train_encoder": "false: train only the decoder; the latents (and a DiT trained on them) stay valid",
+        "latent_noise": "largest std of the noise added to the latents the decoder sees (robustness to "
+        "generated latents); the noise std is drawn per clip",
     }
 
     def __post_init__(self) -> None:
@@ -92,8 +97,10 @@ class AutoencoderTrainConfig(RunOptions):
         check_int("warmup_steps", self.warmup_steps, low=0)
         for name in ("duration", "lr", "lr_discriminator"):
             check_number(name, getattr(self, name), low=0.0, low_open=True)
-        for name in ("adversarial_weight", "feature_matching_weight", "latent_weight", "waveform_weight"):
+        names = ("adversarial_weight", "feature_matching_weight", "latent_weight", "waveform_weight")
+        for name in (*names, "latent_noise"):
             check_number(name, getattr(self, name), low=0.0)
+        check_bool("train_encoder", self.train_encoder)
 
 
 def standalone_config(source: str | Path) -> tuple[dict[str, Any], Path | None]:
@@ -174,11 +181,16 @@ def _soft_norm_penalty(z: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(
-    ae: SAMEAutoencoder, audio: torch.Tensor, gen: torch.Generator
+    ae: SAMEAutoencoder, audio: torch.Tensor, gen: torch.Generator, latent_noise: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction, latents); during training the latents get the bottleneck's 5e-2 noise."""
+    """(reconstruction, latents); during training the latents get the bottleneck's 5e-2 noise, and
+    with `latent_noise` a per-clip amount of noise the decoder learns to see through (a generator's
+    latents are never exactly on the encoder's manifold)."""
     z = ae.encode(audio)
-    noisy = z + 0.05 * torch.randn(z.shape, generator=gen).to(z.device) if ae.config.noise_regularize else z
+    std = 0.05 if ae.config.noise_regularize else 0.0
+    if latent_noise > 0:
+        std = std + latent_noise * torch.rand((z.shape[0], 1, 1), generator=gen).to(z.device)
+    noisy = z + std * torch.randn(z.shape, generator=gen).to(z.device) if torch.is_tensor(std) or std else z
     return ae.decode(noisy)[..., : audio.shape[-1]], z
 
 
@@ -232,7 +244,12 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     recon = MultiResolutionSTFTLoss(sizes)
     if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
         ae.bottleneck.running_std.requires_grad_(False)
-    params = list(ae.parameters())
+    if not cfg.train_encoder:  # the latents stay exactly what the encoder made of the data
+        if weights is None:
+            raise ConfigError("train_encoder = false needs a trained autoencoder as base, not a config file")
+        ae.encoder.requires_grad_(False)
+        ae.bottleneck.requires_grad_(False)
+    params = [p for p in ae.parameters() if p.requires_grad]
     average = loop.gradient_averaging(params, world)  # data parallel under torchrun
     g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps, before_step=average)
     disc = d = None
@@ -256,7 +273,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
                 values = _step(ae, audio, recon, disc, g, d, cfg)
             report.step(g.step, **values)
             if rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
-                _measure_running_std(ae, waves, samples)
+                if cfg.train_encoder:
+                    _measure_running_std(ae, waves, samples)
                 g.save(config=asdict(cfg))
                 if d is not None:
                     d.save()
@@ -270,9 +288,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
 
 
 def _step(ae, audio, recon, disc, g: loop.Optimisation, d: loop.Optimisation | None, cfg) -> dict[str, float]:
-    fake, z = _forward(ae, audio, g.gen)
+    fake, z = _forward(ae, audio, g.gen, cfg.latent_noise)
     stft = recon(fake, audio)
-    loss = stft + cfg.latent_weight * _soft_norm_penalty(z)
+    loss = stft + cfg.latent_weight * _soft_norm_penalty(z) if cfg.train_encoder else stft
     values = {"stft": float(stft.detach())}
     if cfg.waveform_weight > 0:
         wave = waveform_loss(fake, audio)

@@ -14,8 +14,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from stable_audio_3.errors import ConfigError
 from stable_audio_3.official import hub
-from stable_audio_3.official.checkpoint import export_official_state_dict
+from stable_audio_3.official.checkpoint import (
+    export_official_state_dict,
+    official_to_ours,
+    ours_to_official,
+    read_safetensors,
+)
+from stable_audio_3.official.config import read_config_json
 
 __all__ = ["text_encoder_folder", "write_checkpoint", "ExportConfig", "export_checkpoint"]
 
@@ -84,11 +91,14 @@ class ExportConfig:
     model: str  # a checkpoint folder (a stage's `<output>/checkpoint`)
     output: str  # the folder to write (replaced atomically)
     dtype: str = "float16"  # storage type of floating-point weights: float16, bfloat16 or float32
+    autoencoder: str | None = None  # a decoder fine-tuned on the model's latents, to ship instead
 
     HELP: ClassVar[dict[str, str]] = {
         "model": "trained checkpoint folder",
         "output": "folder to write: config, weights in --dtype, text encoder",
         "dtype": "storage type of the floating-point weights (loading casts them back)",
+        "autoencoder": "autoencoder folder whose decoder replaces the model's (its encoder and "
+        "bottleneck must be the model's own: `autoencoder --no-train-encoder`)",
     }
 
     def __post_init__(self) -> None:
@@ -122,4 +132,41 @@ def export_checkpoint(cfg: ExportConfig) -> Path:
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
     for weights in source.rglob("*.safetensors"):
         _cast_file(weights, tmp / weights.relative_to(source), _DTYPES[cfg.dtype])
+    if cfg.autoencoder is not None:
+        _swap_decoder(tmp / hub.WEIGHTS_FILE, files.config, Path(cfg.autoencoder))
     return replace_folder(tmp, out)
+
+
+_AE = "pretransform.model."
+
+
+def _swap_decoder(weights: Path, model_config: Path, autoencoder: Path) -> None:
+    """Put the decoder of the standalone autoencoder folder `autoencoder` into `weights`, after
+    checking that it is the model's autoencoder with only its decoder changed: the same config,
+    and an encoder and bottleneck equal as stored, so the DiT's latents mean what they meant."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    files = hub.resolve_autoencoder(autoencoder)
+    ae_raw, raw = read_config_json(files.config), read_config_json(model_config)
+    same_rate = ae_raw.get("sample_rate") == raw.get("sample_rate")
+    if not same_rate or ae_raw.get("model") != raw["model"].get("pretransform", {}).get("config"):
+        raise ConfigError(f"autoencoder: {files.config} is not the model's autoencoder config")
+    new = {
+        ours_to_official("autoencoder." + official_to_ours(k, autoencoder_only=True)): v
+        for k, v in read_safetensors(files.weights).items()
+    }
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    if set(new) != {k for k in tensors if k.startswith(_AE)}:
+        raise ConfigError(f"autoencoder: {files.weights} does not hold the model's autoencoder weights")
+    for key, value in new.items():
+        value = value.to(tensors[key].dtype)
+        if not key.startswith(_AE + "decoder.") and not torch.equal(value, tensors[key]):
+            raise ConfigError(
+                f"autoencoder: {files.weights} changes {key}: the DiT was trained on other latents "
+                "(fine-tune the decoder alone, train_encoder = false)"
+            )
+        tensors[key] = value.contiguous()
+    save_file(tensors, str(weights), metadata)
