@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import checkpoint_dir
+from safetensors.torch import load_file, save_file
 from test_training import _write_clips
 
 from stable_audio_3 import StableAudioModel
@@ -211,6 +213,26 @@ def test_distillation_reuses_its_cached_trajectories_and_resumes(data: Path, tmp
     assert cache.stat().st_mtime_ns == stamp
     distill(DistillConfig(**(options | {"output": str(tmp_path / "straight")}), steps=4))
     assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_a_teacher_retrained_in_place_gets_new_trajectories(data: Path, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(checkpoint_dir("B"), teacher)
+    options = {"teacher": str(teacher), "data": str(data), "output": str(tmp_path / "run"), "steps": 1}
+    options |= {"teacher_steps": 2, "trajectories": 2, "duration": 0.5, "batch_size": 2}
+    options |= {"device": "cpu", "progress": False, "seed": 0}
+    distill(DistillConfig(**options))
+    weights = load_file(str(teacher / "model.safetensors"))
+    save_file(
+        {k: v * 1.01 if v.is_floating_point() else v for k, v in weights.items()},
+        str(teacher / "model.safetensors"),
+    )
+    distill(DistillConfig(**options))
+    caches = sorted((tmp_path / "run").glob("trajectories-*.safetensors"))
+    assert len(caches) == 2
+    first, second = (load_file(str(c)) for c in caches)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
 def _post_config(data: Path, out: Path, **overrides) -> PostTrainConfig:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from stable_audio_3.checks import check_int, check_number
+from stable_audio_3.official import hub
 from stable_audio_3.pipeline.lengths import plan_lengths
 from stable_audio_3.training import loop
 from stable_audio_3.training.configs import DiTRunOptions
@@ -183,6 +184,19 @@ def ode_gap(model, pairs: Trajectories, steps: int, cfg_scale: float = 1.0) -> f
     return total / max(1, len(pairs.prompts))
 
 
+def _weights_digest(teacher: str) -> str:
+    """The teacher's weight files by content: a teacher retrained into the same folder is a new
+    teacher, and its trajectories are computed afresh."""
+    root = hub.resolve_model(teacher).root
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(root)).encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):  # noqa: B023 (f is this iteration's)
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _pairs(cfg: DistillConfig, teacher, out: Path, progress: bool) -> Trajectories:
     """The cached trajectories for this teacher and data, computed when missing or stale."""
     clips = find_clips(cfg.data)
@@ -193,6 +207,7 @@ def _pairs(cfg: DistillConfig, teacher, out: Path, progress: bool) -> Trajectori
     durations = [min(cfg.duration, c.seconds) for c in picks]
     key = {
         "teacher": str(Path(cfg.teacher).resolve()),
+        "weights": _weights_digest(cfg.teacher),
         "prompts": prompts,
         "durations": durations,
         "steps": cfg.teacher_steps,
