@@ -30,6 +30,11 @@ def _seam_ratio(audio: torch.Tensor, seams: list[int], rate: int) -> float:
     return float(max(at) / median)
 
 
+def _everywhere(audio: torch.Tensor, rate: int) -> np.ndarray:
+    """The same measure centred every 10 ms across the whole output: how rough the audio itself is."""
+    return np.array([_seam_ratio(audio, [s], rate) for s in range(rate // 50, audio.shape[-1], rate // 100)])
+
+
 def test_five_times_the_maximum_with_seamless_joins(model: StableAudioModel) -> None:
     rate, window, overlap, crossfade = model.sample_rate, model.max_duration, 2.56, 1.28
     total = 5 * model.max_duration
@@ -43,8 +48,12 @@ def test_five_times_the_maximum_with_seamless_joins(model: StableAudioModel) -> 
             break
         seams += [start + int((overlap - crossfade) * rate), start + int(overlap * rate)]
     assert len(seams) >= 8
-    ratio = _seam_ratio(audio, seams, rate)
-    assert ratio < 3.0, ratio  # 1.2-2.3 here; the same measure at random points: 1.3-3.8 (README)
+    at_seams = np.array([_seam_ratio(audio, [s], rate) for s in seams])
+    around = _everywhere(audio, rate)
+    # No seam rougher than the roughest 1 % of the output, and the seams typical: a drum hit may fall
+    # on a seam, a click or a jump at every join would not pass (README: the figures measured).
+    assert at_seams.max() <= np.percentile(around, 99), (at_seams.max(), np.percentile(around, 99))
+    assert np.median(at_seams) <= 1.5 * np.median(around), (np.median(at_seams), np.median(around))
 
 
 def test_chunks_stay_bounded_however_long(model: StableAudioModel) -> None:
