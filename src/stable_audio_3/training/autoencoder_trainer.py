@@ -249,7 +249,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
             raise ConfigError("train_encoder = false needs a trained autoencoder as base, not a config file")
         ae.encoder.requires_grad_(False)
         ae.bottleneck.requires_grad_(False)
-    params = [p for p in ae.parameters() if p.requires_grad]
+    # running_std stays in the list (without gradients) so that it is saved and resumed with the rest
+    params = list(ae.parameters()) if cfg.train_encoder else list(ae.decoder.parameters())
     average = loop.gradient_averaging(params, world)  # data parallel under torchrun
     g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps, before_step=average)
     disc = d = None
