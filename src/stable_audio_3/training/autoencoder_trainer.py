@@ -187,10 +187,10 @@ def _forward(
     with `latent_noise` a per-clip amount of noise the decoder learns to see through (a generator's
     latents are never exactly on the encoder's manifold)."""
     z = ae.encode(audio)
-    std = 0.05 if ae.config.noise_regularize else 0.0
+    std = torch.full((z.shape[0], 1, 1), 0.05 if ae.config.noise_regularize else 0.0)
     if latent_noise > 0:
-        std = std + latent_noise * torch.rand((z.shape[0], 1, 1), generator=gen).to(z.device)
-    noisy = z + std * torch.randn(z.shape, generator=gen).to(z.device) if torch.is_tensor(std) or std else z
+        std += latent_noise * torch.rand(std.shape, generator=gen)
+    noisy = z + std.to(z.device) * torch.randn(z.shape, generator=gen).to(z.device) if std.any() else z
     return ae.decode(noisy)[..., : audio.shape[-1]], z
 
 
