@@ -3,16 +3,20 @@ trained on) with noise on the latents, and exporting the model with that decoder
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import checkpoint_dir
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from test_stages import _ae_config, _autoencoder_json, data  # noqa: F401 (the fixture)
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.errors import ConfigError
+from stable_audio_3.official.same_config import SAMEConfig, same_but_decoder_window, with_decoder_window
 from stable_audio_3.training import AutoencoderTrainConfig, ExportConfig, export_checkpoint, train_autoencoder
 from stable_audio_3.training.autoencoder_trainer import _forward
 
@@ -95,3 +99,47 @@ def test_bad_decoder_options_name_the_argument() -> None:
         AutoencoderTrainConfig(base="b", data="d", latent_noise=-0.1)
     with pytest.raises(TypeError, match="train_encoder"):
         AutoencoderTrainConfig(base="b", data="d", train_encoder="no")
+
+
+@pytest.mark.slow
+def test_a_decoder_with_wider_windows_is_trained_and_shipped(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = _decoder_run(data, tmp_path / "wide", decoder_window=4, decoder_midpoint_shift=False)
+    decoder = json.loads((folder / "model_config.json").read_text())["model"]["decoder"]["config"]
+    assert (decoder["chunk_size"], decoder["chunk_midpoint_shift"]) == (4 * decoder["strides"][0], False)
+    out = export_checkpoint(
+        ExportConfig(model=str(checkpoint_dir("A")), output=str(tmp_path / "out"), autoencoder=str(folder))
+    )
+    shipped = json.loads((out / "model_config.json").read_text())["model"]["pretransform"]["config"]
+    assert shipped["decoder"]["config"] == decoder
+    source = json.loads((checkpoint_dir("A") / "model_config.json").read_text())
+    assert shipped["encoder"] == source["model"]["pretransform"]["config"]["encoder"]  # source untouched
+    model = StableAudioModel.from_pretrained(out, device="cpu")
+    assert model.autoencoder.config.decoder.window_chunk == 4 * decoder["strides"][0]
+    generated = model.generate("a tone", duration=1.0, steps=2, seed=0, progress=False)
+    assert torch.isfinite(generated).all()
+
+
+def test_decoder_window_needs_a_frozen_encoder_and_a_window_local_decoder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="decoder_window"):
+        AutoencoderTrainConfig(base="b", data="d", decoder_window=4)
+    with pytest.raises(ValueError, match="decoder_window"):
+        AutoencoderTrainConfig(base="b", data="d", train_encoder=False, decoder_window=-1)
+    sliding = json.loads((checkpoint_dir("E") / "model_config.json").read_text())
+    with pytest.raises(ValueError, match="window-local"):
+        with_decoder_window(sliding["model"]["pretransform"]["config"], 4, True)
+    run = _ae_config(tmp_path / "o", tmp_path, checkpoint_dir("E"), train_encoder=False, decoder_window=4)
+    with pytest.raises(ConfigError, match="decoder_window"):
+        train_autoencoder(run)
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+@given(latents=st.integers(1, 64), shift=st.booleans())
+def test_a_decoder_window_changes_only_the_decoder_window_keys(latents: int, shift: bool) -> None:
+    section = json.loads((checkpoint_dir("A") / "model_config.json").read_text())["model"]["pretransform"]
+    wide = with_decoder_window(section["config"], latents, shift)
+    assert same_but_decoder_window(wide, section["config"])
+    assert wide["decoder"]["config"]["chunk_size"] == latents * wide["decoder"]["config"]["strides"][0]
+    assert SAMEConfig.from_official(wide).decoder.chunk_midpoint_shift is shift
+    other = with_decoder_window(section["config"], latents, shift)
+    other["decoder"]["config"]["dim_heads"] += 1
+    assert not same_but_decoder_window(other, section["config"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SAMESideConfig", "SAMEConfig"]
+__all__ = ["SAMESideConfig", "SAMEConfig", "with_decoder_window", "same_but_decoder_window"]
 
 # Keys the reference accepts in an encoder/decoder config; the ones we do not implement must keep
 # their defaults. `causal` and `conv_bias` are swallowed by the reference, so we accept them too.
@@ -208,3 +209,35 @@ class SAMEConfig:
         if enc.latent_dim != latent or dec.latent_dim != latent:
             raise ValueError("encoder/decoder latent_dim must equal the autoencoder latent_dim")
         return out
+
+
+# Decoder keys that change where its attention looks but no weight: a decoder trained with other
+# values decodes the same latents, so only these may differ between a model and its new decoder.
+_WINDOW_KEYS = ("chunk_size", "chunk_midpoint_shift")
+
+
+def with_decoder_window(section: Mapping[str, Any], latents: int, midpoint_shift: bool) -> dict[str, Any]:
+    """A copy of the autoencoder config `section` whose (window-local) decoder attends over windows
+    of `latents` latent frames, shifted by half a window in the second half of its stack when
+    `midpoint_shift`: frame edges are then decoded with their neighbours in view."""
+    out = copy.deepcopy(dict(section))
+    dec = out.get("decoder", {}).get("config")
+    if not isinstance(dec, dict) or dec.get("sliding_window") is not None:
+        raise ValueError("the decoder window can only be set on a window-local (SAME-S-like) decoder")
+    stride = int(dec.get("strides", [2])[0])
+    dec.update(chunk_size=latents * stride, chunk_midpoint_shift=bool(midpoint_shift))
+    return out
+
+
+def same_but_decoder_window(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two autoencoder config sections are equal except for the decoder's window keys."""
+
+    def strip(section: Mapping[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(dict(section))
+        dec = out.get("decoder", {}).get("config")
+        if isinstance(dec, dict):
+            for key in _WINDOW_KEYS:
+                dec.pop(key, None)
+        return out
+
+    return isinstance(a, Mapping) and isinstance(b, Mapping) and strip(a) == strip(b)

@@ -29,7 +29,7 @@ from stable_audio_3.official.checkpoint import (
     read_safetensors,
 )
 from stable_audio_3.official.config import read_config_json
-from stable_audio_3.official.same_config import SAMEConfig
+from stable_audio_3.official.same_config import SAMEConfig, with_decoder_window
 from stable_audio_3.training import loop
 from stable_audio_3.training.audio_losses import (
     MultiResolutionSTFTLoss,
@@ -76,6 +76,8 @@ class AutoencoderTrainConfig(RunOptions):
     waveform_weight: float = 0.0  # squared waveform error over signal power
     train_encoder: bool = True  # False: fine-tune the decoder on the fixed latents of a trained model
     latent_noise: float = 0.0  # the decoder sees latents + N(0, s^2), s uniform in [0, this] per clip
+    decoder_window: int = 0  # latent frames per decoder attention window (0: the base's)
+    decoder_midpoint_shift: bool = True  # with decoder_window: shift the windows in the stack's 2nd half
     checkpoint_every: int = 1000
 
     HELP: ClassVar[dict[str, str]] = {
@@ -88,6 +90,10 @@ class AutoencoderTrainConfig(RunOptions):
         "train_encoder": "false: train only the decoder; the latents (and a DiT trained on them) stay valid",
         "latent_noise": "largest std of the noise added to the latents the decoder sees (robustness to "
         "generated latents); the noise std is drawn per clip",
+        "decoder_window": "latent frames per decoder attention window, so that frame edges are decoded "
+        "in context (needs train_encoder = false; 0 keeps the base's windows)",
+        "decoder_midpoint_shift": "with decoder_window: shift the windows by half in the second half "
+        "of the decoder's layers, so no frame edge is a window edge throughout",
     }
 
     def __post_init__(self) -> None:
@@ -101,6 +107,12 @@ class AutoencoderTrainConfig(RunOptions):
         for name in (*names, "latent_noise"):
             check_number(name, getattr(self, name), low=0.0)
         check_bool("train_encoder", self.train_encoder)
+        check_int("decoder_window", self.decoder_window, low=0)
+        check_bool("decoder_midpoint_shift", self.decoder_midpoint_shift)
+        if self.decoder_window and self.train_encoder:
+            raise ConfigError(
+                "decoder_window needs train_encoder = false (a new decoder on the base's fixed latents)"
+            )
 
 
 def standalone_config(source: str | Path) -> tuple[dict[str, Any], Path | None]:
@@ -233,9 +245,7 @@ def _save(ae: SAMEAutoencoder, config: dict[str, Any], folder: Path) -> None:
 def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     """Train; returns the autoencoder checkpoint folder (`<output>/checkpoint`)."""
     rank, world, device = loop.start_processes(cfg.device)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    config, weights = standalone_config(cfg.base)
+    config, weights = _run_config(cfg)
     ae = _build(config, weights, device or "cpu", cfg.seed)
     rate = int(config["sample_rate"])
     waves = load_waves(find_clips(cfg.data, captions=False), rate, ae.config.io_channels)
@@ -245,13 +255,12 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
         ae.bottleneck.running_std.requires_grad_(False)
     if not cfg.train_encoder:  # the latents stay exactly what the encoder made of the data
-        if weights is None:
-            raise ConfigError("train_encoder = false needs a trained autoencoder as base, not a config file")
-        ae.encoder.requires_grad_(False)
-        ae.bottleneck.requires_grad_(False)
+        _freeze_encoder(ae, weights)
     # running_std stays in the list (without gradients) so that it is saved and resumed with the rest
     params = list(ae.parameters()) if cfg.train_encoder else list(ae.decoder.parameters())
     average = loop.gradient_averaging(params, world)  # data parallel under torchrun
+    out = Path(cfg.output)  # created only once the inputs have been checked
+    out.mkdir(parents=True, exist_ok=True)
     g = loop.Optimisation(params, cfg, rank, out / "train_state.pt", cfg.warmup_steps, before_step=average)
     disc = d = None
     if cfg.adversarial:
@@ -286,6 +295,25 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
         ae.eval()
         loop.stop_processes(world)
     return out / "checkpoint"
+
+
+def _run_config(cfg: AutoencoderTrainConfig) -> tuple[dict[str, Any], Path | None]:
+    """The base's standalone config (with the decoder's new windows, if asked) and weights."""
+    config, weights = standalone_config(cfg.base)
+    if cfg.decoder_window:
+        try:
+            shift = cfg.decoder_midpoint_shift
+            config["model"] = with_decoder_window(config["model"], cfg.decoder_window, shift)
+        except ValueError as e:
+            raise ConfigError(f"decoder_window: {e}") from None
+    return config, weights
+
+
+def _freeze_encoder(ae: SAMEAutoencoder, weights: Path | None) -> None:
+    if weights is None:
+        raise ConfigError("train_encoder = false needs a trained autoencoder as base, not a config file")
+    ae.encoder.requires_grad_(False)
+    ae.bottleneck.requires_grad_(False)
 
 
 def _step(ae, audio, recon, disc, g: loop.Optimisation, d: loop.Optimisation | None, cfg) -> dict[str, float]:

@@ -23,6 +23,7 @@ from stable_audio_3.official.checkpoint import (
     read_safetensors,
 )
 from stable_audio_3.official.config import read_config_json
+from stable_audio_3.official.same_config import same_but_decoder_window
 
 __all__ = ["text_encoder_folder", "write_checkpoint", "ExportConfig", "export_checkpoint"]
 
@@ -133,7 +134,12 @@ def export_checkpoint(cfg: ExportConfig) -> Path:
     for weights in source.rglob("*.safetensors"):
         _cast_file(weights, tmp / weights.relative_to(source), _DTYPES[cfg.dtype])
     if cfg.autoencoder is not None:
-        _swap_decoder(tmp / hub.WEIGHTS_FILE, files.config, Path(cfg.autoencoder))
+        try:
+            config = tmp / files.config.relative_to(source)
+            _swap_decoder(tmp / files.weights.relative_to(source), config, Path(cfg.autoencoder))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return replace_folder(tmp, out)
 
 
@@ -141,16 +147,18 @@ _AE = "pretransform.model."
 
 
 def _swap_decoder(weights: Path, model_config: Path, autoencoder: Path) -> None:
-    """Put the decoder of the standalone autoencoder folder `autoencoder` into `weights`, after
-    checking that it is the model's autoencoder with only its decoder changed: the same config,
-    and an encoder and bottleneck equal as stored, so the DiT's latents mean what they meant."""
+    """Put the decoder of the standalone autoencoder folder `autoencoder` into `weights` (and its
+    config section into `model_config`), after checking that it is the model's autoencoder with
+    only its decoder changed: the same config but for the decoder's attention windows, and an
+    encoder and bottleneck equal as stored, so the DiT's latents mean what they meant."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     files = hub.resolve_autoencoder(autoencoder)
     ae_raw, raw = read_config_json(files.config), read_config_json(model_config)
     same_rate = ae_raw.get("sample_rate") == raw.get("sample_rate")
-    if not same_rate or ae_raw.get("model") != raw["model"].get("pretransform", {}).get("config"):
+    pretransform = raw["model"].get("pretransform", {})
+    if not same_rate or not same_but_decoder_window(ae_raw.get("model"), pretransform.get("config")):
         raise ConfigError(f"autoencoder: {files.config} is not the model's autoencoder config")
     new = {
         ours_to_official("autoencoder." + official_to_ours(k, autoencoder_only=True)): v
@@ -170,3 +178,5 @@ def _swap_decoder(weights: Path, model_config: Path, autoencoder: Path) -> None:
             )
         tensors[key] = value.contiguous()
     save_file(tensors, str(weights), metadata)
+    pretransform["config"] = copy.deepcopy(ae_raw["model"])
+    model_config.write_text(json.dumps(raw, indent=2))
