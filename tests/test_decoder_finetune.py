@@ -86,15 +86,39 @@ def test_latent_noise_is_drawn_per_clip_and_absent_by_default() -> None:
     audio = torch.randn(3, 2, 4 * ae.config.downsampling_ratio, generator=torch.Generator().manual_seed(0))
     z = ae.encode(audio)
     clean = ae.decode(z)[..., : audio.shape[-1]] if not ae.config.noise_regularize else None
-    plain, _ = _forward(ae, audio, torch.Generator().manual_seed(1))
+    plain, _, target = _forward(ae, audio, torch.Generator().manual_seed(1))
+    assert target is audio
     if clean is not None:
         assert torch.equal(plain, clean)
-    noisy, _ = _forward(ae, audio, torch.Generator().manual_seed(1), latent_noise=1.0)
+    noisy, _, _ = _forward(ae, audio, torch.Generator().manual_seed(1), latent_noise=1.0)
     change = (noisy - plain).pow(2).mean(dim=(1, 2))
     assert (change > 0).all() and change.max() > 1.5 * change.min()  # a different amount per clip
 
 
+def test_latent_shrink_scales_latents_and_target_alike_per_clip() -> None:
+    from stable_audio_3.models.same import SAMEAutoencoder
+    from stable_audio_3.official.same_config import SAMEConfig
+    from stable_audio_3.training.autoencoder_trainer import standalone_config
+
+    config, _ = standalone_config(checkpoint_dir("A"))
+    cfg = SAMEConfig.from_official(config["model"])
+    assert not cfg.noise_regularize  # so the only randomness is the scale
+    ae = SAMEAutoencoder(cfg).eval()
+    audio = torch.randn(4, 2, 4 * cfg.downsampling_ratio, generator=torch.Generator().manual_seed(0))
+    fake, z, target = _forward(ae, audio, torch.Generator().manual_seed(1), latent_shrink=0.8)
+    scale = (target / audio).flatten(1)
+    assert torch.allclose(scale, scale[:, :1].expand_as(scale), atol=1e-6)  # one scale per clip
+    s = scale[:, 0]
+    assert ((s >= 0.2 - 1e-6) & (s <= 1.0)).all() and s.max() - s.min() > 0.05
+    assert torch.equal(z, ae.encode(audio))  # the latents returned are the encoder's own
+    expected = ae.decode(z * s.view(-1, 1, 1))[..., : audio.shape[-1]]
+    assert torch.allclose(fake, expected, atol=1e-5)
+
+
 def test_bad_decoder_options_name_the_argument() -> None:
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="latent_shrink"):
+            AutoencoderTrainConfig(base="b", data="d", latent_shrink=bad)
     with pytest.raises(ValueError, match="latent_noise"):
         AutoencoderTrainConfig(base="b", data="d", latent_noise=-0.1)
     with pytest.raises(TypeError, match="train_encoder"):

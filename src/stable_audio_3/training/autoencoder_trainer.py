@@ -76,6 +76,7 @@ class AutoencoderTrainConfig(RunOptions):
     waveform_weight: float = 0.0  # squared waveform error over signal power
     train_encoder: bool = True  # False: fine-tune the decoder on the fixed latents of a trained model
     latent_noise: float = 0.0  # the decoder sees latents + N(0, s^2), s uniform in [0, this] per clip
+    latent_shrink: float = 0.0  # the decoder sees latents x s and learns audio x s, s in [1 - this, 1]
     decoder_window: int = 0  # latent frames per decoder attention window (0: the base's)
     decoder_midpoint_shift: bool = True  # with decoder_window: shift the windows in the stack's 2nd half
     checkpoint_every: int = 1000
@@ -90,6 +91,9 @@ class AutoencoderTrainConfig(RunOptions):
         "train_encoder": "false: train only the decoder; the latents (and a DiT trained on them) stay valid",
         "latent_noise": "largest std of the noise added to the latents the decoder sees (robustness to "
         "generated latents); the noise std is drawn per clip",
+        "latent_shrink": "the decoder learns that latents scaled by s (drawn per clip from [1 - this, 1]) "
+        "decode to the audio scaled by s, so a generator's shrunken latents decode quieter instead of "
+        "to the decoder's own patch-rate pattern (its output for zero latents)",
         "decoder_window": "latent frames per decoder attention window, so that frame edges are decoded "
         "in context (needs train_encoder = false; 0 keeps the base's windows)",
         "decoder_midpoint_shift": "with decoder_window: shift the windows by half in the second half "
@@ -107,6 +111,7 @@ class AutoencoderTrainConfig(RunOptions):
         for name in (*names, "latent_noise"):
             check_number(name, getattr(self, name), low=0.0)
         check_bool("train_encoder", self.train_encoder)
+        check_number("latent_shrink", self.latent_shrink, low=0.0, high=1.0)
         check_int("decoder_window", self.decoder_window, low=0)
         check_bool("decoder_midpoint_shift", self.decoder_midpoint_shift)
         if self.decoder_window and self.train_encoder:
@@ -193,17 +198,28 @@ def _soft_norm_penalty(z: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(
-    ae: SAMEAutoencoder, audio: torch.Tensor, gen: torch.Generator, latent_noise: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction, latents); during training the latents get the bottleneck's 5e-2 noise, and
-    with `latent_noise` a per-clip amount of noise the decoder learns to see through (a generator's
-    latents are never exactly on the encoder's manifold)."""
+    ae: SAMEAutoencoder,
+    audio: torch.Tensor,
+    gen: torch.Generator,
+    latent_noise: float = 0.0,
+    latent_shrink: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reconstruction, latents, target). During training the latents get the bottleneck's 5e-2
+    noise; with `latent_noise` a per-clip amount of noise the decoder learns to see through, and
+    with `latent_shrink` a per-clip scale s < 1 on the latents and on the target audio (a
+    generator's latents are never exactly on the encoder's manifold, and an underfit one's are
+    shrunk towards the mean)."""
     z = ae.encode(audio)
-    std = torch.full((z.shape[0], 1, 1), 0.05 if ae.config.noise_regularize else 0.0)
+    shape = (z.shape[0], 1, 1)
+    std = torch.full(shape, 0.05 if ae.config.noise_regularize else 0.0)
     if latent_noise > 0:
-        std += latent_noise * torch.rand(std.shape, generator=gen)
-    noisy = z + std.to(z.device) * torch.randn(z.shape, generator=gen).to(z.device) if std.any() else z
-    return ae.decode(noisy)[..., : audio.shape[-1]], z
+        std += latent_noise * torch.rand(shape, generator=gen)
+    scale = 1.0 - latent_shrink * torch.rand(shape, generator=gen) if latent_shrink > 0 else None
+    seen = z if scale is None else z * scale.to(z)
+    if std.any():
+        seen = seen + std.to(z.device) * torch.randn(z.shape, generator=gen).to(z)
+    target = audio if scale is None else audio * scale.to(audio)
+    return ae.decode(seen)[..., : audio.shape[-1]], z, target
 
 
 @torch.no_grad()
@@ -317,7 +333,7 @@ def _freeze_encoder(ae: SAMEAutoencoder, weights: Path | None) -> None:
 
 
 def _step(ae, audio, recon, disc, g: loop.Optimisation, d: loop.Optimisation | None, cfg) -> dict[str, float]:
-    fake, z = _forward(ae, audio, g.gen, cfg.latent_noise)
+    fake, z, audio = _forward(ae, audio, g.gen, cfg.latent_noise, cfg.latent_shrink)
     stft = recon(fake, audio)
     loss = stft + cfg.latent_weight * _soft_norm_penalty(z) if cfg.train_encoder else stft
     values = {"stft": float(stft.detach())}
