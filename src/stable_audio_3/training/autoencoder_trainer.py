@@ -11,10 +11,11 @@ import copy
 import json
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -40,6 +41,7 @@ from stable_audio_3.training.audio_losses import (
 )
 from stable_audio_3.training.configs import RunOptions
 from stable_audio_3.training.dataset import find_clips
+from stable_audio_3.training.decoder_alignment import OneStepDenoiser
 from stable_audio_3.training.export import replace_folder
 
 __all__ = [
@@ -79,6 +81,10 @@ class AutoencoderTrainConfig(RunOptions):
     latent_shrink: float = 0.0  # the decoder sees latents x s and learns audio x s, s in [1 - this, 1]
     decoder_window: int = 0  # latent frames per decoder attention window (0: the base's)
     decoder_midpoint_shift: bool = True  # with decoder_window: shift the windows in the stack's 2nd half
+    denoiser: str | None = None  # a model whose DiT's one-step estimates the decoder learns to decode
+    denoise_t_min: float = 0.1
+    denoise_t_max: float = 0.7
+    denoise_fraction: float = 0.75  # the share of clips the decoder sees as estimates, not latents
     checkpoint_every: int = 1000
 
     HELP: ClassVar[dict[str, str]] = {
@@ -98,6 +104,12 @@ class AutoencoderTrainConfig(RunOptions):
         "in context (needs train_encoder = false; 0 keeps the base's windows)",
         "decoder_midpoint_shift": "with decoder_window: shift the windows by half in the second half "
         "of the decoder's layers, so no frame edge is a window edge throughout",
+        "denoiser": "a model whose autoencoder is the base: the decoder learns to decode its DiT's one-step "
+        "estimates of clips' latents (what generation decodes) to their audio (needs train_encoder = "
+        "false and captions; crops start at each clip's start)",
+        "denoise_t_min": "with denoiser: the lowest noise level latents are denoised from (highest: _max)",
+        "denoise_fraction": "with denoiser: the share of clips seen as estimates (the rest as their "
+        "latents, which alone get the waveform term: an estimate has lost the phase)",
     }
 
     def __post_init__(self) -> None:
@@ -114,10 +126,18 @@ class AutoencoderTrainConfig(RunOptions):
         check_number("latent_shrink", self.latent_shrink, low=0.0, high=1.0)
         check_int("decoder_window", self.decoder_window, low=0)
         check_bool("decoder_midpoint_shift", self.decoder_midpoint_shift)
+        self._check_denoiser()
         if self.decoder_window and self.train_encoder:
             raise ConfigError(
                 "decoder_window needs train_encoder = false (a new decoder on the base's fixed latents)"
             )
+
+    def _check_denoiser(self) -> None:
+        check_number("denoise_t_min", self.denoise_t_min, low=0.0, high=1.0)
+        check_number("denoise_t_max", self.denoise_t_max, low=self.denoise_t_min, high=1.0)
+        check_number("denoise_fraction", self.denoise_fraction, low=0.0, high=1.0)
+        if self.denoiser is not None and self.train_encoder:
+            raise ConfigError("denoiser needs train_encoder = false (its DiT knows only the base's latents)")
 
 
 def standalone_config(source: str | Path) -> tuple[dict[str, Any], Path | None]:
@@ -197,29 +217,38 @@ def _soft_norm_penalty(z: torch.Tensor) -> torch.Tensor:
     return (mean.pow(2) + (std - 1).pow(2)).mean()
 
 
+class Decoded(NamedTuple):
+    fake: torch.Tensor  # the decoder's output
+    z: torch.Tensor  # the encoder's latents
+    target: torch.Tensor  # the audio the output is compared with
+    exact: torch.Tensor  # (B,) bool: decoded from its own latents, not a denoiser's estimate
+
+
 def _forward(
     ae: SAMEAutoencoder,
     audio: torch.Tensor,
     gen: torch.Generator,
     latent_noise: float = 0.0,
     latent_shrink: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(reconstruction, latents, target). During training the latents get the bottleneck's 5e-2
-    noise; with `latent_noise` a per-clip amount of noise the decoder learns to see through, and
-    with `latent_shrink` a per-clip scale s < 1 on the latents and on the target audio (a
-    generator's latents are never exactly on the encoder's manifold, and an underfit one's are
-    shrunk towards the mean)."""
+    denoise: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> Decoded:
+    """During training the latents get the bottleneck's 5e-2 noise; with `latent_noise` a per-clip
+    amount of noise the decoder learns to see through, with `latent_shrink` a per-clip scale s < 1
+    on the latents and on the target audio (a generator's latents are never exactly on the
+    encoder's manifold, and an underfit one's are shrunk towards the mean), and with `denoise` a
+    DiT's one-step estimates in place of some clips' latents."""
     z = ae.encode(audio)
+    seen, exact = denoise(z) if denoise is not None else (z, torch.ones(len(z), dtype=torch.bool))
     shape = (z.shape[0], 1, 1)
     std = torch.full(shape, 0.05 if ae.config.noise_regularize else 0.0)
     if latent_noise > 0:
         std += latent_noise * torch.rand(shape, generator=gen)
     scale = 1.0 - latent_shrink * torch.rand(shape, generator=gen) if latent_shrink > 0 else None
-    seen = z if scale is None else z * scale.to(z)
+    seen = seen if scale is None else seen * scale.to(z)
     if std.any():
         seen = seen + std.to(z.device) * torch.randn(z.shape, generator=gen).to(z)
     target = audio if scale is None else audio * scale.to(audio)
-    return ae.decode(seen)[..., : audio.shape[-1]], z, target
+    return Decoded(ae.decode(seen)[..., : audio.shape[-1]], z, target, exact.to(audio.device))
 
 
 @torch.no_grad()
@@ -264,7 +293,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     config, weights = _run_config(cfg)
     ae = _build(config, weights, device or "cpu", cfg.seed)
     rate = int(config["sample_rate"])
-    waves = load_waves(find_clips(cfg.data, captions=False), rate, ae.config.io_channels)
+    denoiser, dev = _denoiser(cfg, config, device or "cpu"), ae.bottleneck.bias.device
+    clips = find_clips(cfg.data, captions=denoiser is not None)
+    waves = load_waves(clips, rate, ae.config.io_channels)
     samples = crop_samples(ae, cfg.duration, rate)
     sizes = stft_sizes(rate)
     recon = MultiResolutionSTFTLoss(sizes)
@@ -294,9 +325,12 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     ae.train()
     try:
         while g.step < cfg.steps:
-            audio = _crops(waves, cfg.batch_size, samples, g.rng, ae.bottleneck.bias.device)
+            if denoiser is None:
+                audio, denoise = _crops(waves, cfg.batch_size, samples, g.rng, dev), None
+            else:  # clip openings, with the function that denoises their latents
+                audio, denoise = denoiser.batch(waves, clips, cfg.batch_size, (samples, rate, ae), g)
             with loop.autocast(cfg.precision, audio.device):
-                values = _step(ae, audio, recon, disc, g, d, cfg)
+                values = _step(ae, audio, recon, disc, g, d, cfg, denoise)
             report.step(g.step, **values)
             if rank == 0 and (g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps):
                 if cfg.train_encoder:
@@ -325,6 +359,14 @@ def _run_config(cfg: AutoencoderTrainConfig) -> tuple[dict[str, Any], Path | Non
     return config, weights
 
 
+def _denoiser(cfg: AutoencoderTrainConfig, config: dict[str, Any], device) -> OneStepDenoiser | None:
+    if cfg.denoiser is None:
+        return None
+    sections = (standalone_config(cfg.denoiser)[0]["model"], config["model"])
+    t_range = (cfg.denoise_t_min, cfg.denoise_t_max)
+    return OneStepDenoiser(cfg.denoiser, sections, t_range, cfg.denoise_fraction, device)
+
+
 def _freeze_encoder(ae: SAMEAutoencoder, weights: Path | None) -> None:
     if weights is None:
         raise ConfigError("train_encoder = false needs a trained autoencoder as base, not a config file")
@@ -332,13 +374,13 @@ def _freeze_encoder(ae: SAMEAutoencoder, weights: Path | None) -> None:
     ae.bottleneck.requires_grad_(False)
 
 
-def _step(ae, audio, recon, disc, g: loop.Optimisation, d: loop.Optimisation | None, cfg) -> dict[str, float]:
-    fake, z, audio = _forward(ae, audio, g.gen, cfg.latent_noise, cfg.latent_shrink)
+def _step(ae, audio, recon, disc, g: loop.Optimisation, d, cfg, denoise=None) -> dict[str, float]:
+    fake, z, audio, exact = _forward(ae, audio, g.gen, cfg.latent_noise, cfg.latent_shrink, denoise)
     stft = recon(fake, audio)
     loss = stft + cfg.latent_weight * _soft_norm_penalty(z) if cfg.train_encoder else stft
     values = {"stft": float(stft.detach())}
-    if cfg.waveform_weight > 0:
-        wave = waveform_loss(fake, audio)
+    if cfg.waveform_weight > 0 and exact.any():  # an estimate has lost the phase: the decoder picks one
+        wave = waveform_loss(fake[exact], audio[exact])
         loss = loss + cfg.waveform_weight * wave
         values["waveform"] = float(wave.detach())
     if disc is not None and d is not None:
