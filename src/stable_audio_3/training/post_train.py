@@ -22,6 +22,7 @@ from torch import nn
 
 from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.training import loop
+from stable_audio_3.training.audio_losses import MultiResolutionSTFTLoss, stft_sizes
 from stable_audio_3.training.configs import DiTRunOptions
 from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
@@ -29,7 +30,7 @@ from stable_audio_3.training.objective import sample_training_t, shift_each, tra
 from stable_audio_3.training.pretrain import trainable_parameters
 from stable_audio_3.training.samples import due, write_samples
 
-__all__ = ["PostTrainConfig", "post_train", "Discriminator"]
+__all__ = ["PostTrainConfig", "post_train", "Discriminator", "decoded_audio_loss"]
 
 
 @dataclass
@@ -47,6 +48,7 @@ class PostTrainConfig(DiTRunOptions):
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     contrastive_weight: float = 1.0
+    audio_weight: float = 0.0  # MR-STFT of the decoded estimate against the decoded real latents
     train_trunk: bool = False
     checkpoint_every: int = 500
     sample_every: int = 0  # validation samples every N steps (0: at the end only, when prompts are given)
@@ -58,6 +60,9 @@ class PostTrainConfig(DiTRunOptions):
         "model": "stage-2 (or stage-1) checkpoint: generator start and discriminator trunk",
         "lr_discriminator": "learning rate of the discriminator's head (and trunk with --train-trunk)",
         "contrastive_weight": "weight of the matched-vs-mismatched prompt loss",
+        "audio_weight": "weight of a generator term on audio: the multi-resolution STFT distance of its "
+        "decoded one-step estimate to the decoded real latents (not in the paper; it makes latent frames "
+        "whose decoded phases join up, where a small autoencoder's decoder cannot)",
         "train_trunk": "also train the discriminator's DiT trunk (frozen by default)",
     }
 
@@ -69,6 +74,7 @@ class PostTrainConfig(DiTRunOptions):
             check_number(name, getattr(self, name), low=0.0, low_open=True)
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_number("contrastive_weight", self.contrastive_weight, low=0.0)
+        check_number("audio_weight", self.audio_weight, low=0.0)
 
 
 class Discriminator(nn.Module):
@@ -240,7 +246,8 @@ def post_train(cfg: PostTrainConfig) -> Path:
                 run.silence,
             )
             with loop.autocast(cfg.precision, model.device):
-                values = _step(model, run.disc, batch, g, run.discriminator, shift, cfg.contrastive_weight)
+                weights = (cfg.contrastive_weight, cfg.audio_weight)
+                values = _step(model, run.disc, batch, (g, run.discriminator), shift, weights)
             report.step(g.step, **values)
             sampling = bool(cfg.sample_prompts) and due(g.step, cfg.steps, cfg.sample_every)
             if sampling or g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps:
@@ -267,8 +274,10 @@ def _save(run: _Run) -> None:
     loop.save_and_write(run.rank, run.fsdp, save, averaged, run.model.networks, write)
 
 
-def _step(model, disc, batch, gen_run, d_run, shift, weight: float) -> dict[str, float]:
-    """One discriminator update, then one generator update against the updated discriminator."""
+def _step(model, disc, batch, runs, shift, weights: tuple[float, float]) -> dict[str, float]:
+    """One discriminator update, then one generator update against the updated discriminator.
+    `runs`: the generator's and the discriminator's optimisation; `weights`: contrastive, audio."""
+    (gen_run, d_run), (weight, audio_weight) = runs, weights
     fake, valid, _ = _denoise(model, batch, gen_run.gen, shift)
     b = len(batch.prompts)
     trunk = disc.trunk_model[0]  # the discriminator conditions with its own (frozen) conditioners
@@ -280,8 +289,23 @@ def _step(model, disc, batch, gen_run, d_run, shift, weight: float) -> dict[str,
     loss_d, contrast = _discriminator_loss(disc, real_n, fake_n.detach(), t_d, cond, rolled, valid, weight)
     value_d = d_run.apply(loss_d)
     loss_g = _generator_loss(disc, real_n, fake_n, t_d, cond, rolled, valid, weight)
-    value_g = gen_run.apply(loss_g)
-    return {"loss_d": value_d, "loss_g": value_g, "contrastive": float(contrast.detach())}
+    values = {"loss_d": value_d, "contrastive": float(contrast.detach())}
+    if audio_weight > 0:
+        audio = decoded_audio_loss(model, fake, batch.latents, valid)
+        loss_g = loss_g + audio_weight * audio
+        values["audio"] = float(audio.detach())
+    values["loss_g"] = gen_run.apply(loss_g)
+    return values
+
+
+def decoded_audio_loss(model, fake: torch.Tensor, real: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT distance of the decoded estimate to the decoded real latents (frames
+    past each clip's end zeroed in both); the frozen decoder passes gradients to the estimate."""
+    mask = valid[:, None].to(fake)
+    with torch.no_grad():
+        target = model.autoencoder.decode(real * mask).float()
+    rate = model.sample_rate
+    return MultiResolutionSTFTLoss(stft_sizes(rate))(model.autoencoder.decode(fake * mask).float(), target)
 
 
 def _samples(run: _Run) -> None:
