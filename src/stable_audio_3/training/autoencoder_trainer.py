@@ -107,7 +107,8 @@ class AutoencoderTrainConfig(RunOptions):
         "denoiser": "a model whose autoencoder is the base: the decoder learns to decode its DiT's one-step "
         "estimates of clips' latents (what generation decodes) to their audio (needs train_encoder = "
         "false and captions; crops start at each clip's start)",
-        "denoise_t_min": "with denoiser: the lowest noise level latents are denoised from (highest: _max)",
+        "denoise_t_min": "with denoiser: the lowest noise level latents are denoised from",
+        "denoise_t_max": "with denoiser: the highest noise level latents are denoised from",
         "denoise_fraction": "with denoiser: the share of clips seen as estimates (the rest as their "
         "latents, which alone get the waveform term: an estimate has lost the phase)",
     }

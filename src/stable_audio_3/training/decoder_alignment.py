@@ -17,6 +17,7 @@ import torch
 
 from stable_audio_3.errors import ConfigError
 from stable_audio_3.official.same_config import same_but_decoder_window
+from stable_audio_3.training.objective import one_step_estimate
 
 __all__ = ["HeadCrops", "head_crops", "OneStepDenoiser"]
 
@@ -98,15 +99,5 @@ class OneStepDenoiser:
         frames = torch.tensor(crops.frames, device=z.device)
         valid = torch.arange(length, device=z.device)[None] < frames[:, None]
         cond = self.model.condition(crops.captions, None, crops.seconds)
-        local = torch.zeros(b, 1 + z.shape[1], length, device=z.device, dtype=z.dtype)
-        dit = self.model.networks.dit
-        v = dit(
-            x_t,
-            t,
-            cross_cond=cond.cross_cond,
-            global_cond=cond.global_cond,
-            local_cond=local,
-            padding_mask=valid,
-        )
-        estimate = (x_t - t[:, None, None] * v.to(z)) * valid[:, None].to(z)
+        estimate = one_step_estimate(self.model, x_t, t, cond, valid) * valid[:, None].to(z)
         return torch.where(exact[:, None, None].to(z.device), z, estimate), exact.to(z.device)

@@ -18,6 +18,7 @@ from stable_audio_3.pipeline.schedules import IdentityShift, Shift, shift_from_c
 from stable_audio_3.training.dataset import Batch, Clip, sample_batch
 
 __all__ = [
+    "one_step_estimate",
     "sample_training_t",
     "random_inpaint_mask",
     "flow_matching_loss",
@@ -151,6 +152,15 @@ class FlowMatchingObjective(nn.Module):
             x_t, t, cross_cond=cross, global_cond=cond.global_cond, local_cond=local, padding_mask=valid
         )
         return flow_matching_loss(v, noise - x0, keep, valid)
+
+
+def one_step_estimate(model, x_t: torch.Tensor, t: torch.Tensor, cond, valid: torch.Tensor) -> torch.Tensor:
+    """The DiT's estimate of the clean latents from `x_t` at level `t` in one step (x0 = x_t - t v),
+    unconditioned on any inpainting input: what ping-pong sampling and stage 3 denoise with."""
+    local = torch.zeros(x_t.shape[0], 1 + x_t.shape[1], x_t.shape[-1], device=x_t.device, dtype=x_t.dtype)
+    kwargs = {"cross_cond": cond.cross_cond, "global_cond": cond.global_cond, "local_cond": local}
+    v = model.networks.dit(x_t, t, padding_mask=valid, **kwargs)
+    return x_t - t[:, None, None] * v.to(x_t.dtype)
 
 
 def training_shift(model) -> Shift:

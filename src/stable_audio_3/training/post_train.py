@@ -26,7 +26,12 @@ from stable_audio_3.training.audio_losses import MultiResolutionSTFTLoss, stft_s
 from stable_audio_3.training.configs import DiTRunOptions
 from stable_audio_3.training.dataset import Batch, LatentCache, find_clips, sample_batch, silence_frame
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
-from stable_audio_3.training.objective import sample_training_t, shift_each, training_shift
+from stable_audio_3.training.objective import (
+    one_step_estimate,
+    sample_training_t,
+    shift_each,
+    training_shift,
+)
 from stable_audio_3.training.pretrain import trainable_parameters
 from stable_audio_3.training.samples import due, write_samples
 
@@ -125,11 +130,7 @@ def _denoise(model, batch: Batch, gen: torch.Generator, shift) -> tuple[torch.Te
     x_t = (1 - t)[:, None, None] * x0 + t[:, None, None] * noise
     valid = _valid(batch)
     cond = model.condition(batch.prompts, None, batch.seconds)
-    local = torch.zeros(x0.shape[0], 1 + x0.shape[1], x0.shape[-1], device=x0.device, dtype=x0.dtype)
-    v = model.networks.dit(
-        x_t, t, cross_cond=cond.cross_cond, global_cond=cond.global_cond, local_cond=local, padding_mask=valid
-    )
-    return x_t - t[:, None, None] * v, valid, cond
+    return one_step_estimate(model, x_t, t, cond, valid), valid, cond
 
 
 def _valid(batch: Batch) -> torch.Tensor:
