@@ -29,7 +29,12 @@ from stable_audio_3.training import (
     train_autoencoder,
     validation_loss,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training.dataset import LatentCache, find_clips
+from stable_audio_3.training.loop import lr_factor
 from stable_audio_3.training.objective import augment_valid_lengths, sinkhorn_coupling
 from stable_audio_3.training.pretrain import reinitialise
 
@@ -99,6 +104,28 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(data: Path
     assert audio.shape == (1, 2, SR) and torch.isfinite(audio).all()
     assert (tmp_path / "run" / "samples" / "step000030_0.wav").is_file()
     assert [s for s, _ in _losses(tmp_path / "run")] == list(range(1, 31))
+
+
+@given(st.integers(1, 500), st.integers(0, 100), st.data())
+def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero(total: int, warmup: int, data) -> None:
+    decay = data.draw(st.integers(0, total))
+    f = [lr_factor(step, warmup, total, decay) for step in range(total)]
+    assert all(0.0 < x <= 1.0 for x in f)
+    if decay:
+        tail = f[max(total - decay, warmup) :]  # past the warm-up, which may overlap the cool-down
+        assert all(a >= b for a, b in zip(tail, tail[1:], strict=False))
+        assert f[-1] <= 1.0 / decay + 1e-12  # the last step ends the cool-down
+    if not warmup and not decay:
+        assert f == [1.0] * total
+
+
+def test_pretraining_logs_the_cooled_down_learning_rate(data: Path, tmp_path: Path) -> None:
+    pretrain(_pretrain_config(data, tmp_path / "run", steps=6, decay_steps=3, batch_size=2))
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lrs = [json.loads(line)["lr"] for line in lines]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+    with pytest.raises(ArgumentValueError, match="decay_steps"):
+        _pretrain_config(data, tmp_path / "bad", steps=6, decay_steps=7)
 
 
 @pytest.mark.slow

@@ -254,6 +254,16 @@ def forked_rng(seed: int) -> Iterator[None]:
         yield
 
 
+def lr_factor(step: int, warmup: int, total: int, decay: int) -> float:
+    """The learning rate of (0-based) `step` over the peak: a linear warm-up over `warmup` steps,
+    constant, then a linear cool-down to zero over the last `decay` of `total` steps. The
+    cool-down is what a fixed budget gains from (a constant rate never settles)."""
+    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if decay and total:
+        factor = min(factor, max(0.0, (total - step) / decay))
+    return factor
+
+
 class Optimisation:
     """AdamW over `params` (the official betas), their EMA and the run's random streams, with
     exact save and resume: what each stage's loop needs besides its loss."""
@@ -266,10 +276,12 @@ class Optimisation:
         state_path: Path,
         warmup_steps: int = 0,
         before_step: Callable[[], None] | None = None,
+        decay_steps: int = 0,
     ) -> None:
         self.params = params
         self.before_step = before_step  # e.g. averaging gradients FSDP does not reduce
-        self.lr, self.warmup_steps = cfg.lr, warmup_steps
+        self.lr, self.warmup_steps, self.decay_steps = cfg.lr, warmup_steps, decay_steps
+        self.total_steps = int(getattr(cfg, "steps", 0))
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed + rank)
@@ -289,9 +301,10 @@ class Optimisation:
         loss.backward()
         if self.before_step is not None:
             self.before_step()
-        if self.warmup_steps:  # linear warm-up, a function of the step alone (exact on resume)
+        if self.warmup_steps or self.decay_steps:  # a function of the step alone (exact on resume)
+            factor = lr_factor(self.step, self.warmup_steps, self.total_steps, self.decay_steps)
             for group in self.opt.param_groups:
-                group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup_steps)
+                group["lr"] = self.lr * factor
         self.opt.step()
         self.step += 1
         if self.ema is not None:

@@ -39,6 +39,7 @@ class PretrainConfig(DiTRunOptions):
     duration: float = 10.0  # crop length in seconds
     lr: float = 1e-4
     warmup_steps: int = 0
+    decay_steps: int = 0  # linear cool-down of the learning rate to zero over the last N steps
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
@@ -59,6 +60,7 @@ class PretrainConfig(DiTRunOptions):
         "train_text_encoder": "also train the T5Gemma encoder (our port only; one process)",
         "duration": "crop length in seconds (shorter clips are padded, variable length)",
         "warmup_steps": "linear learning-rate warm-up over this many steps (0: none)",
+        "decay_steps": "linear learning-rate cool-down to zero over the last N steps (0: none)",
         "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
         "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
@@ -73,6 +75,7 @@ class PretrainConfig(DiTRunOptions):
             check_int(name, getattr(self, name), low=1)
         check_int("sample_every", self.sample_every, low=0)
         check_int("warmup_steps", self.warmup_steps, low=0)
+        check_int("decay_steps", self.decay_steps, low=0, high=self.steps)
         check_number("duration", self.duration, low=0.0, low_open=True)
         check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
@@ -179,7 +182,9 @@ def _optimisation(cfg: PretrainConfig, params, rank: int, world: int, out: Path,
     """Under FSDP each rank saves its own shards, and averages the gradients FSDP does not hold."""
     average = loop.gradient_averaging(params, world) if fsdp else None  # else DDP averages
     path = loop.state_file(out, rank, fsdp)
-    return loop.Optimisation(params, cfg, rank, path, cfg.warmup_steps, before_step=average)
+    return loop.Optimisation(
+        params, cfg, rank, path, cfg.warmup_steps, before_step=average, decay_steps=cfg.decay_steps
+    )
 
 
 def _train_step(run: _Run) -> float:
