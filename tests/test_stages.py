@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import checkpoint_dir
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from test_training import _write_clips
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.apps import train as train_app
+from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training import (
     AutoencoderTrainConfig,
     DistillConfig,
@@ -29,10 +32,6 @@ from stable_audio_3.training import (
     train_autoencoder,
     validation_loss,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training.dataset import LatentCache, find_clips
 from stable_audio_3.training.loop import lr_factor
 from stable_audio_3.training.objective import augment_valid_lengths, sinkhorn_coupling
