@@ -256,7 +256,7 @@ def forked_rng(seed: int) -> Iterator[None]:
 
 def lr_factor(step: int, warmup: int, total: int, decay: int) -> float:
     """The learning rate of (0-based) `step` over the peak: a linear warm-up over `warmup` steps,
-    constant, then a linear cool-down to zero over the last `decay` of `total` steps. The
+    constant, then a linear cool-down over the last `decay` of `total` steps (the last at 1/decay). The
     cool-down is what a fixed budget gains from (a constant rate never settles)."""
     factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
     if decay and total:
