@@ -38,8 +38,15 @@ PITCHED = ("note", "chord")
 ELSEWHERE = (1.0, 2.0, 3.0, 5.0, 6.0, 7.0)  # seconds where a continuation's flux is compared
 
 
-def _generate(model: StableAudioModel, row: dict, seed: int, steps: int, duration: float) -> np.ndarray:
-    audio = model.generate(row["caption"], duration=duration, steps=steps, seed=seed, progress=False)
+def _generate(model: StableAudioModel, row: dict, seed: int, args: argparse.Namespace) -> np.ndarray:
+    audio = model.generate(
+        row["caption"],
+        duration=_duration(row),
+        steps=args.steps,
+        cfg_scale=args.cfg_scale,
+        seed=seed,
+        progress=False,
+    )
     return audio[0].numpy()
 
 
@@ -80,7 +87,7 @@ def prompt_following(model: StableAudioModel, args: argparse.Namespace) -> dict:
     rows += [r for r in effects if r["kind"] == "sfx"][: args.effects]
     generated, reference = [], []
     for i, row in enumerate(rows):
-        wave = _generate(model, row, args.seed + i, args.steps, _duration(row))
+        wave = _generate(model, row, args.seed + i, args)
         generated.append({"caption": row["caption"], **_measure(row, wave, rate, rule)})
         reference.append(_measure(row, row["wave"], rate, rule))
         if i < args.examples:
@@ -187,6 +194,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=120, help="held-out prompts")
     p.add_argument("--effects", type=int, default=20, help="effect prompts (family only)")
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="prompt generations' guidance")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--examples", type=int, default=0, help="spectrograms of the first N generations")
@@ -198,6 +206,7 @@ def main() -> None:
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
     report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
+    report["cfg_scale"] = args.cfg_scale
     if "speed" not in args.skip:
         report["speed"] = speed(model, args)
     if "prompts" not in args.skip:

@@ -53,8 +53,10 @@ class DiTRunOptions(RunOptions):
     """The options of the stages that train a whole DiT (pre-training, distillation, post-training)."""
 
     sharding: str = "ddp"  # under torchrun: ddp | fsdp
+    max_grad_norm: float = 0.0  # clip the gradients' global L2 norm to this; 0: no clipping
 
     HELP: ClassVar[dict[str, str]] = {
+        "max_grad_norm": "clip the gradients' global L2 norm to this before each step (0: no clipping)",
         "sharding": "under torchrun: ddp (a whole copy per process) or fsdp (the DiT, its gradients, "
         "optimizer moments and EMA sharded across the processes)",
     }
@@ -63,6 +65,8 @@ class DiTRunOptions(RunOptions):
         super().__post_init__()
         if self.sharding not in SHARDINGS:
             raise ArgumentValueError(f"sharding must be one of {SHARDINGS}, got {self.sharding!r}")
+        if not self.max_grad_norm >= 0:
+            raise ArgumentValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")
 
 
 def read_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:

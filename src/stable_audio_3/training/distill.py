@@ -257,7 +257,8 @@ def distill(cfg: DistillConfig) -> Path:
             with loop.autocast(cfg.precision, model.device):
                 loss = step_fn(pairs, picks, run.gen)
             value = run.apply(loss)
-            report.step(run.step, loss=value, lr=cfg.lr)
+            extra = {"grad_norm": run.grad_norm} if cfg.max_grad_norm > 0 else {}
+            report.step(run.step, loss=value, lr=cfg.lr, **extra)
             if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
                 save = lambda: run.save(config=asdict(cfg))  # noqa: E731
                 loop.save_and_write(rank, fsdp, save, run.averaged(), model.networks, write)

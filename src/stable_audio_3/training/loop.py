@@ -281,6 +281,8 @@ class Optimisation:
         self.params = params
         self.before_step = before_step  # e.g. averaging gradients FSDP does not reduce
         self.lr, self.warmup_steps, self.decay_steps = cfg.lr, warmup_steps, decay_steps
+        self.max_grad_norm = float(getattr(cfg, "max_grad_norm", 0.0))
+        self.grad_norm = 0.0  # of the last step, before clipping (0 when not clipping)
         self.total_steps = int(getattr(cfg, "steps", 0))
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
         self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -301,6 +303,8 @@ class Optimisation:
         loss.backward()
         if self.before_step is not None:
             self.before_step()
+        if self.max_grad_norm > 0:  # a rare huge batch loss then moves the weights by a bounded step
+            self.grad_norm = sharding.clip_grad_norm(self.params, self.max_grad_norm)
         if self.warmup_steps or self.decay_steps:  # a function of the step alone (exact on resume)
             factor = lr_factor(self.step, self.warmup_steps, self.total_steps, self.decay_steps)
             for group in self.opt.param_groups:

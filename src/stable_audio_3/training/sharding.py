@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["shard_dit", "average_replicated_grads", "full_state_dict", "is_sharded", "local", "reshard_like"]
+__all__ = [
+    "shard_dit",
+    "average_replicated_grads",
+    "clip_grad_norm",
+    "full_state_dict",
+    "is_sharded",
+    "local",
+    "reshard_like",
+]
 
 
 def is_sharded(t: Any) -> bool:
@@ -64,6 +72,35 @@ def average_replicated_grads(params: list[nn.Parameter], world: int, bucket: int
             flat.div_(world)
             for p, part in zip(chunk, flat.split([p.numel() for p in chunk]), strict=True):
                 p.grad.copy_(part.view_as(p.grad))
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """Scale the gradients down so that their global L2 norm is at most `max_norm`; returns the norm
+    before scaling. Sharded gradients count each rank's shard once (summed over the ranks), whole
+    ones once (they are the same on every rank after averaging), so every rank scales alike."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    whole = [g for g in grads if not is_sharded(g)]
+    shards = [g.to_local() for g in grads if is_sharded(g)]
+    device = grads[0].device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for g in whole:
+        total += g.detach().double().pow(2).sum()
+    if shards:
+        import torch.distributed as dist
+
+        part = torch.zeros((), dtype=torch.float64, device=device)
+        for g in shards:
+            part += g.detach().double().pow(2).sum()
+        dist.all_reduce(part)
+        total += part
+    norm = float(total.sqrt())
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in whole + shards:
+            g.mul_(scale)
+    return norm
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
