@@ -10,11 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_stages import _pretrain_config, _torchrun_pretrain
+from test_stages import _post_config, _pretrain_config, _torchrun_pretrain
 from test_training import _write_clips
 
 from stable_audio_3.errors import ArgumentValueError
-from stable_audio_3.training import pretrain
+from stable_audio_3.training import post_train, pretrain
 from stable_audio_3.training.sharding import clip_grad_norm
 
 
@@ -71,6 +71,12 @@ def test_pretraining_clips_and_logs_the_gradient_norm(data: Path, tmp_path: Path
     assert "grad_norm" not in json.loads((plain / "metrics.jsonl").read_text().splitlines()[0])
     with pytest.raises(ArgumentValueError, match="max_grad_norm"):
         _pretrain_config(data, tmp_path / "bad", max_grad_norm=-1.0)
+
+
+def test_post_training_clips_the_generator_and_logs_its_norm(data: Path, tmp_path: Path) -> None:
+    post_train(_post_config(data, tmp_path / "run", steps=2, batch_size=2, max_grad_norm=1e-4))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["grad_norm"] > 1e-4 and "loss_d" in r for r in rows)
 
 
 @pytest.mark.slow

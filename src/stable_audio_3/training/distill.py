@@ -257,8 +257,7 @@ def distill(cfg: DistillConfig) -> Path:
             with loop.autocast(cfg.precision, model.device):
                 loss = step_fn(pairs, picks, run.gen)
             value = run.apply(loss)
-            extra = {"grad_norm": run.grad_norm} if cfg.max_grad_norm > 0 else {}
-            report.step(run.step, loss=value, lr=cfg.lr, **extra)
+            report.step(run.step, loss=value, lr=cfg.lr, **run.logged)
             if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
                 save = lambda: run.save(config=asdict(cfg))  # noqa: E731
                 loop.save_and_write(rank, fsdp, save, run.averaged(), model.networks, write)

@@ -316,6 +316,11 @@ class Optimisation:
         return float(loss.detach())
 
     @property
+    def logged(self) -> dict[str, float]:
+        """What a stage logs about the last step besides its losses: the gradient norm when clipping."""
+        return {"grad_norm": self.grad_norm} if self.max_grad_norm > 0 else {}
+
+    @property
     def current_lr(self) -> float:
         """The learning rate of the last step (after warm-up)."""
         return float(self.opt.param_groups[0]["lr"])

@@ -249,7 +249,7 @@ def post_train(cfg: PostTrainConfig) -> Path:
             with loop.autocast(cfg.precision, model.device):
                 weights = (cfg.contrastive_weight, cfg.audio_weight)
                 values = _step(model, run.disc, batch, (g, run.discriminator), shift, weights)
-            report.step(g.step, **values)
+            report.step(g.step, **values, **g.logged)
             sampling = bool(cfg.sample_prompts) and due(g.step, cfg.steps, cfg.sample_every)
             if sampling or g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps:
                 _save(run)  # samples are made from the saved checkpoint

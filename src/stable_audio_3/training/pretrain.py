@@ -253,8 +253,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     try:
         while run.optim.step < cfg.steps:
             value = _train_step(run)
-            extra = {"grad_norm": run.optim.grad_norm} if cfg.max_grad_norm > 0 else {}
-            report.step(run.optim.step, loss=value, lr=run.optim.current_lr, **extra)
+            report.step(run.optim.step, loss=value, lr=run.optim.current_lr, **run.optim.logged)
             _checkpoint(run)
     finally:
         report.close()

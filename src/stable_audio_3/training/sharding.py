@@ -76,30 +76,24 @@ def average_replicated_grads(params: list[nn.Parameter], world: int, bucket: int
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     """Scale the gradients down so that their global L2 norm is at most `max_norm`; returns the norm
-    before scaling. Sharded gradients count each rank's shard once (summed over the ranks), whole
-    ones once (they are the same on every rank after averaging), so every rank scales alike."""
+    before scaling. Sharded gradients count each rank's shard once (squares summed over the ranks),
+    whole ones once (the same on every rank after averaging), so every rank scales alike."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     whole = [g for g in grads if not is_sharded(g)]
     shards = [g.to_local() for g in grads if is_sharded(g)]
-    device = grads[0].device
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for g in whole:
-        total += g.detach().double().pow(2).sum()
+    total = torch.nn.utils.get_total_norm(whole).double().square() if whole else 0.0
     if shards:
         import torch.distributed as dist
 
-        part = torch.zeros((), dtype=torch.float64, device=device)
-        for g in shards:
-            part += g.detach().double().pow(2).sum()
+        part = torch.nn.utils.get_total_norm(shards).double().square()
         dist.all_reduce(part)
-        total += part
-    norm = float(total.sqrt())
+        total = total + part
+    norm = float(total) ** 0.5
     if norm > max_norm:
         scale = max_norm / (norm + 1e-6)
-        for g in whole + shards:
-            g.mul_(scale)
+        torch._foreach_mul_(whole + shards, scale)
     return norm
 
 
