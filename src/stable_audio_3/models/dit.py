@@ -22,6 +22,7 @@ from stable_audio_3.models.layers import (
     Linear,
     RMSNorm,
     Rotary,
+    ScaledSinusoidalPositions,
 )
 from stable_audio_3.official.dit_config import DiTConfig
 
@@ -115,6 +116,8 @@ class DiffusionTransformer(nn.Module):
         if cfg.num_memory_tokens:
             self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, dim))
         self.rotary = Rotary(cfg.rotary_dim)
+        if cfg.sinusoidal_positions:
+            self.positions = ScaledSinusoidalPositions(dim)
         self.adaln_embed = MLP(dim, dim, 6 * dim)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
 
@@ -232,6 +235,8 @@ class DiffusionTransformer(nn.Module):
         if n_mem:
             h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)
         rotary = self.rotary(h.shape[1], device=h.device)
+        if self.config.sinusoidal_positions:  # counted from the first memory token, as in the reference
+            h = h + self.positions(h.shape[1], device=h.device).to(h.dtype)
         keys = self.key_padding(b, length, padding_mask, valid_lengths, device=h.device)
         for block, kv, local in zip(self.blocks, prepared.kv, prepared.local, strict=True):
             h = block(

@@ -21,6 +21,7 @@ __all__ = [
     "ExpoFourierFeatures",
     "GLUFeedForward",
     "Rotary",
+    "ScaledSinusoidalPositions",
     "apply_rotary",
     "Attention",
     "MLP",
@@ -177,6 +178,34 @@ class Rotary(nn.Module):
         pos = torch.arange(n, device=device or self.inv_freq.device, dtype=torch.float32)
         theta = pos[:, None] * self.inv_freq.float()[None, :]
         return torch.cat([theta, theta], dim=-1)
+
+
+class ScaledSinusoidalPositions(nn.Module):
+    """Absolute positions added to the token sequence: [sin(p w), cos(p w)] x a learned scale, with
+    w = 10000^(-k / (dim/2)) (the reference's `use_sinusoidal_emb`). Rotary angles only tell a token
+    how far away another one is; this tells it where it is, e.g. how far from a clip's start.
+
+    The frequencies are not stored (the reference keeps them out of its checkpoints): they are made
+    in `forward`, so a model built on the meta device and then loaded needs nothing else."""
+
+    def __init__(self, dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"sinusoidal positions need an even width, got {dim}")
+        self.dim, self.base = dim, base
+        self.scale = nn.Parameter(torch.full((1,), dim**-0.5))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.scale.fill_(self.dim**-0.5)
+
+    def forward(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """(n, dim) embeddings of positions 0..n-1 in float32."""
+        device = device or self.scale.device
+        half = self.dim // 2
+        inv_freq = self.base ** (-torch.arange(half, dtype=torch.float32, device=device) / half)
+        angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1) * self.scale.float()
 
 
 def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ _DIT_RULES: tuple[tuple[str, str], ...] = (
     ("transformer.project_out", "project_out"),
     ("transformer.memory_tokens", "memory_tokens"),
     ("transformer.rotary_pos_emb", "rotary"),
+    ("transformer.pos_emb", "positions"),
     ("transformer.global_cond_embedder.0", "adaln_embed.fc1"),
     ("transformer.global_cond_embedder.2", "adaln_embed.fc2"),
     ("to_timestep_embed.0", "timestep_embed.fc1"),

@@ -81,7 +81,7 @@ _SUPPORTED: dict[str, tuple[Any, ...]] = {
     "rotary_pos_emb": (True,),
     "cross_attn_rotary_pos_emb": (False,),
     "conformer": (False,),
-    "use_sinusoidal_emb": (False,),
+    "use_sinusoidal_emb": (False, True),
     "use_abs_pos_emb": (False,),
     "sliding_window": (None,),
     "add_rope": (False,),
@@ -130,6 +130,7 @@ class DiTConfig:
     differential: bool = False
     ff_mult: float = 4.0
     ff_sinusoidal: bool = False
+    sinusoidal_positions: bool = False  # `use_sinusoidal_emb`
 
     @property
     def dim_head(self) -> int:
@@ -170,6 +171,7 @@ class DiTConfig:
             differential=bool(attn["differential"]),
             ff_mult=float(ff["mult"]),
             ff_sinusoidal=bool(ff["sinusoidal"]),
+            sinusoidal_positions=bool(top["use_sinusoidal_emb"]),
         )
         if out.embed_dim % out.num_heads:
             raise ValueError("DiT config embed_dim must be a multiple of num_heads")
