@@ -89,3 +89,29 @@ def test_a_config_file_is_not_a_trained_autoencoder(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="not a trained folder"):
         new_model(cfg)
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(0.0, None), (1.5, 1.5)])
+def test_sinusoidal_positions_start_at_the_chosen_scale(tmp_path: Path, scale: float, expected) -> None:
+    manifest = _captions(tmp_path / "data")
+    template = _template(tmp_path, depth=1, use_sinusoidal_emb=True)
+    cfg = NewModelConfig(
+        template=str(template),
+        autoencoder=str(checkpoint_dir("A")),
+        captions=str(manifest),
+        output=str(tmp_path / "new"),
+        text_layers=1,
+        text_heads=2,
+        text_head_dim=8,
+        text_ff=16,
+        position_scale=scale,
+    )
+    weights = load_file(str(new_model(cfg) / "model.safetensors"))
+    width = json.loads(template.read_text())["model"]["diffusion"]["config"]["embed_dim"]
+    value = weights["model.model.transformer.pos_emb.scale"].item()
+    assert value == pytest.approx(width**-0.5 if expected is None else expected)
+
+
+def test_a_negative_position_scale_is_named() -> None:
+    with pytest.raises(ValueError, match="position_scale"):
+        NewModelConfig(template="t", autoencoder="a", captions="c", position_scale=-1.0)

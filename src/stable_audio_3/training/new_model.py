@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from stable_audio_3.checks import check_int
+from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ConfigError
 from stable_audio_3.official.conditioner_config import T5GEMMA_WIDTHS
 from stable_audio_3.official.config import ModelConfig, read_config_json
@@ -40,17 +40,21 @@ class NewModelConfig:
     text_head_dim: int = 64
     text_ff: int = 1024
     vocab_size: int = 512
+    position_scale: float = 0.0  # 0: the reference's initial scale, embed_dim ** -0.5
 
     HELP: ClassVar[dict[str, str]] = {
         "template": "model_config.json of the DiT and conditioning (official schema)",
         "autoencoder": "trained autoencoder folder; its config becomes the pretransform section",
         "captions": "folder of audio + .txt captions, or a .csv/.jsonl manifest",
         "output": "checkpoint folder to write (random DiT, trained autoencoder, new text encoder)",
+        "position_scale": "initial scale of the DiT's sinusoidal positions when the template has "
+        "use_sinusoidal_emb (0: the reference's embed_dim ** -0.5, tiny next to the noise)",
     }
 
     def __post_init__(self) -> None:
         for name in ("seed", "text_layers", "text_heads", "text_head_dim", "text_ff", "vocab_size"):
             check_int(name, getattr(self, name), low=0 if name == "seed" else 1)
+        check_number("position_scale", self.position_scale, low=0.0)
 
 
 def compose_config(template: dict[str, Any], autoencoder: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +102,9 @@ def new_model(cfg: NewModelConfig) -> Path:
     with loop.forked_rng(cfg.seed):
         networks = Networks(model_cfg, "exclude")
     load_autoencoder_weights(networks.autoencoder, ae_weights)
+    if cfg.position_scale and model_cfg.diffusion.dit.sinusoidal_positions:
+        with torch.no_grad():
+            networks.dit.positions.scale.fill_(cfg.position_scale)
     captions = [clip.caption for clip in find_clips(cfg.captions)]
     out = Path(cfg.output)
     staging = out.with_name(f".{out.name}.text_encoder")
