@@ -35,8 +35,9 @@ def test_the_audio_term_is_zero_on_the_real_latents_and_reaches_only_the_estimat
     assert all(p.grad is None for p in model.autoencoder.parameters())  # the decoder stays as it is
     moved = fake.detach().clone()
     moved[1, :, 4:] += 5.0
+    # Both without autograd: with it the CPU kernels may sum in another order (bits apart on AMX).
     assert torch.equal(
-        decoded_audio_loss(model, moved, real, valid), decoded_audio_loss(model, fake, real, valid)
+        decoded_audio_loss(model, moved, real, valid), decoded_audio_loss(model, fake.detach(), real, valid)
     )
 
 
