@@ -38,19 +38,19 @@ def _template(tmp_path: Path, **dit: int) -> Path:
     return path
 
 
-def test_composed_folder_keeps_the_autoencoder_and_knows_the_captions(tmp_path: Path) -> None:
-    manifest = _captions(tmp_path / "data")
-    template = _template(tmp_path, depth=1)
-    cfg = NewModelConfig(
+def _config(tmp_path: Path, template: Path, **options) -> NewModelConfig:
+    """A tiny text encoder over the test captions, composed with fixture A's autoencoder."""
+    return NewModelConfig(
         template=str(template),
         autoencoder=str(checkpoint_dir("A")),
-        captions=str(manifest),
+        captions=str(_captions(tmp_path / "data")),
         output=str(tmp_path / "new"),
-        text_layers=1,
-        text_heads=2,
-        text_head_dim=8,
-        text_ff=16,
+        **{"text_layers": 1, "text_heads": 2, "text_head_dim": 8, "text_ff": 16, **options},
     )
+
+
+def test_composed_folder_keeps_the_autoencoder_and_knows_the_captions(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, _template(tmp_path, depth=1))
     folder = new_model(cfg)
     model = StableAudioModel.from_pretrained(folder, device="cpu")
     assert model.config.diffusion.dit.depth == 1
@@ -93,20 +93,10 @@ def test_a_config_file_is_not_a_trained_autoencoder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("scale", "expected"), [(0.0, None), (1.5, 1.5)])
 def test_sinusoidal_positions_start_at_the_chosen_scale(tmp_path: Path, scale: float, expected) -> None:
-    manifest = _captions(tmp_path / "data")
     template = _template(tmp_path, depth=1, use_sinusoidal_emb=True)
-    cfg = NewModelConfig(
-        template=str(template),
-        autoencoder=str(checkpoint_dir("A")),
-        captions=str(manifest),
-        output=str(tmp_path / "new"),
-        text_layers=1,
-        text_heads=2,
-        text_head_dim=8,
-        text_ff=16,
-        position_scale=scale,
+    weights = load_file(
+        str(new_model(_config(tmp_path, template, position_scale=scale)) / "model.safetensors")
     )
-    weights = load_file(str(new_model(cfg) / "model.safetensors"))
     width = json.loads(template.read_text())["model"]["diffusion"]["config"]["embed_dim"]
     value = weights["model.model.transformer.pos_emb.scale"].item()
     assert value == pytest.approx(width**-0.5 if expected is None else expected)
@@ -115,3 +105,8 @@ def test_sinusoidal_positions_start_at_the_chosen_scale(tmp_path: Path, scale: f
 def test_a_negative_position_scale_is_named() -> None:
     with pytest.raises(ValueError, match="position_scale"):
         NewModelConfig(template="t", autoencoder="a", captions="c", position_scale=-1.0)
+
+
+def test_a_position_scale_without_positions_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="position_scale.*use_sinusoidal_emb"):
+        new_model(_config(tmp_path, _template(tmp_path, depth=1), position_scale=1.0))

@@ -102,7 +102,9 @@ def new_model(cfg: NewModelConfig) -> Path:
     with loop.forked_rng(cfg.seed):
         networks = Networks(model_cfg, "exclude")
     load_autoencoder_weights(networks.autoencoder, ae_weights)
-    if cfg.position_scale and model_cfg.diffusion.dit.sinusoidal_positions:
+    if cfg.position_scale:
+        if not model_cfg.diffusion.dit.sinusoidal_positions:
+            raise ConfigError(f"position_scale: {cfg.template} has no use_sinusoidal_emb, so no positions")
         with torch.no_grad():
             networks.dit.positions.scale.fill_(cfg.position_scale)
     captions = [clip.caption for clip in find_clips(cfg.captions)]
