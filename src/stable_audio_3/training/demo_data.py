@@ -72,11 +72,13 @@ class DemoDataConfig:
     min_seconds: float = 1.0
     max_seconds: float = 10.0
     peak: float = 0.8  # every clip is scaled to this peak (the soundfont renders quietly)
+    drum_offsets: bool = False
     progress: bool = True
 
     HELP: ClassVar[dict[str, str]] = {
         "output": "folder for <id>.wav + <id>.txt captions and manifest.jsonl",
         "count": "clips to write (held-out combinations are listed in the manifest, not written)",
+        "drum_offsets": "start each drum pattern at a random point of its bar (default: on the downbeat)",
     }
 
     def __post_init__(self) -> None:
@@ -193,16 +195,20 @@ def _tonal(kind: str, rng: random.Random, seconds: float) -> tuple[dict[str, Any
     return params, f"{name}, melody in {NOTE_NAMES[root % 12]} {scale_name}, {bpm} BPM", events
 
 
-def _drums(rng: random.Random, seconds: float) -> tuple[dict[str, Any], str, list]:
+def _drums(
+    rng: random.Random, seconds: float, phase: random.Random | None
+) -> tuple[dict[str, Any], str, list]:
+    """A pattern at a tempo; with `phase`, started at a random point of its bar, so that clips of one
+    caption differ and a model learns the beat's period rather than where the hits of one clip lie."""
     pattern = rng.choice(list(DRUM_PATTERNS))
     bpm = rng.randrange(70, 171, 5)
     step = 60.0 / bpm / 4
+    shift = phase.uniform(0.0, 16 * step) if phase is not None else 0.0
     events = []
-    for bar in range(int(math.ceil(seconds / (16 * step)))):
+    for bar in range(int(math.ceil((seconds + shift) / (16 * step)))):
         for key, steps in DRUM_PATTERNS[pattern]:
-            events += [
-                ((bar * 16 + s) * step, step, key, 110) for s in steps if (bar * 16 + s) * step < seconds
-            ]
+            times = ((bar * 16 + s) * step - shift for s in steps)
+            events += [(t, step, key, 110) for t in times if 0.0 <= t < seconds]
     return {"pattern": pattern, "bpm": bpm}, f"drum kit, {pattern}, {bpm} BPM", events
 
 
@@ -232,14 +238,25 @@ def _sfx(rng: random.Random, seconds: float, rate: int) -> tuple[dict[str, Any],
     return {"effect": effect}, effect, np.clip(wave, -1, 1).astype(np.float32)
 
 
-def _draw(rng: random.Random, cfg: DemoDataConfig) -> tuple[str, float, dict[str, Any], str, Any]:
+def _phases(cfg: DemoDataConfig) -> random.Random | None:
+    """The drum patterns' start points: a stream of their own, so the clips' other draws (and the
+    held-out prompts) do not depend on `drum_offsets`."""
+    return random.Random(f"{cfg.seed}-drum-phase") if cfg.drum_offsets else None
+
+
+def _draw(
+    rng: random.Random, cfg: DemoDataConfig, phase: random.Random | None = None
+) -> tuple[str, float, dict[str, Any], str, Any]:
     """One clip's kind, length, parameters, caption and note events (or, for effects, its wave)."""
     kind = rng.choice(KINDS)
     seconds = round(rng.uniform(cfg.min_seconds, cfg.max_seconds), 2)
     if kind == "sfx":
         params, caption, wave = _sfx(rng, seconds, cfg.sample_rate)
         return kind, seconds, params, caption, wave
-    params, caption, events = _drums(rng, seconds) if kind == "drums" else _tonal(kind, rng, seconds)
+    if kind == "drums":
+        params, caption, events = _drums(rng, seconds, phase)
+    else:
+        params, caption, events = _tonal(kind, rng, seconds)
     return kind, seconds, params, caption, events
 
 
@@ -252,9 +269,9 @@ def draw_prompts(
     if split not in ("held_out", "train"):
         raise ArgumentValueError(f"split must be 'held_out' or 'train', got {split!r}")
     cfg, rng, rows = DemoDataConfig(**config), random.Random(seed), []
-    renderer = _Renderer(cfg.sample_rate) if render else None
+    renderer, phase = _Renderer(cfg.sample_rate) if render else None, _phases(cfg)
     while len(rows) < count:
-        kind, seconds, params, caption, content = _draw(rng, cfg)
+        kind, seconds, params, caption, content = _draw(rng, cfg, phase)
         if held_out(kind, params) == (split == "held_out"):
             rows.append({"caption": caption, "kind": kind, "seconds": seconds, **params})
             if renderer is not None:
@@ -281,12 +298,12 @@ def make_demo_data(cfg: DemoDataConfig) -> Path:
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(cfg.seed)
+    rng, phase = random.Random(cfg.seed), _phases(cfg)
     renderer = _Renderer(cfg.sample_rate)
     rows, held = [], 0
     bar = tqdm(total=cfg.count, desc="rendering demo clips", unit="clip", disable=not cfg.progress)
     while len(rows) < cfg.count:
-        kind, seconds, params, caption, content = _draw(rng, cfg)
+        kind, seconds, params, caption, content = _draw(rng, cfg, phase)
         if held_out(kind, params):
             held += 1
             continue  # never written: the evaluation draws its own held-out prompts
