@@ -141,6 +141,40 @@ def test_inpaint_masks_never_keep_padding_and_loss_weights() -> None:
     assert flow_matching_loss(v, target, keep, valid).item() == pytest.approx(1.0 + 4.0)
 
 
+@settings(max_examples=30, deadline=None)
+@given(share=st.sampled_from([0.0, 0.2, 0.5, 1.0]), seed=st.integers(0, 2**31))
+def test_the_context_share_is_the_share_of_items_that_keep_context(share: float, seed: int) -> None:
+    import random
+
+    masks = random_inpaint_mask([40] * 400, 40, random.Random(seed), share)
+    kept = (masks.sum(dim=(1, 2)) > 0).float().mean().item()
+    assert kept == pytest.approx(share, abs=0.1)
+    if share in (0.0, 1.0):
+        assert kept == share
+    # 0.2, the default, is the official recipe's split, drawn as before the option existed
+    default, official = random_inpaint_mask([40] * 50, 40, random.Random(seed)), torch.zeros(50, 1, 40)
+    rng = random.Random(seed)
+    for b in range(50):
+        r = rng.random()
+        if r < 0.8:
+            continue
+        if r < 0.9:
+            official[b, 0, : rng.randrange(1, 40)] = 1
+        else:
+            official[b, 0, :] = 1
+            for _ in range(rng.randint(1, 10)):
+                s = rng.randrange(0, 40)
+                official[b, 0, s : min(40, s + rng.randint(1, 10))] = 0
+    assert torch.equal(default, official)
+
+
+def test_pretrain_rejects_a_context_share_outside_the_unit_interval() -> None:
+    from stable_audio_3.training.pretrain import PretrainConfig
+
+    with pytest.raises(ValueError, match="context_share"):
+        PretrainConfig(base="demo", data="d", output="o", context_share=1.5)
+
+
 @pytest.mark.slow
 def test_train_cli_reports_bad_arguments(tmp_path: Path) -> None:
     from stable_audio_3.apps.train_cli import main

@@ -41,15 +41,18 @@ def sample_training_t(n: int, generator: torch.Generator, low: float = 0.075) ->
     return 1 - (t0 - low) / (1 - low)
 
 
-def random_inpaint_mask(valid: list[int], length: int, rng: random.Random) -> torch.Tensor:
-    """(B, 1, L) keep-masks: 80 % generate everything, 10 % keep a prefix, 10 % keep random segments.
-    Nothing past an item's valid length is ever kept."""
+def random_inpaint_mask(
+    valid: list[int], length: int, rng: random.Random, context_share: float = 0.2
+) -> torch.Tensor:
+    """(B, 1, L) keep-masks: a `context_share` of the items keep context, half of them a prefix
+    (continuation), half all but random gaps (inpainting); the rest generate everything (the
+    official recipe's 80 / 10 / 10 at 0.2). Nothing past an item's valid length is ever kept."""
     out = torch.zeros(len(valid), 1, length)
     for b, n in enumerate(valid):
         r = rng.random()
-        if r < 0.8 or n < 2:
+        if r < 1 - context_share or n < 2:
             continue
-        if r < 0.9:
+        if r < 1 - context_share / 2:
             out[b, 0, : rng.randrange(1, n)] = 1
         else:
             out[b, 0, :n] = 1
@@ -120,6 +123,7 @@ class FlowMatchingObjective(nn.Module):
         cfg_dropout: float = 0.1,
         ot_coupling: bool = True,
         padding_mean_frames: float = 0.0,
+        context_share: float = 0.2,
     ) -> None:
         super().__init__()
         self.networks = model.networks
@@ -128,6 +132,7 @@ class FlowMatchingObjective(nn.Module):
         self.cfg_dropout = cfg_dropout
         self.ot_coupling = ot_coupling
         self.padding_mean_frames = padding_mean_frames
+        self.context_share = context_share
 
     def forward(self, batch: Batch, generator: torch.Generator, rng: random.Random) -> torch.Tensor:
         model = self.model[0]
@@ -141,7 +146,7 @@ class FlowMatchingObjective(nn.Module):
             noise = noise[sinkhorn_coupling(x0.detach().cpu(), noise.cpu()).to(device)]
         x_t = (1 - t)[:, None, None] * x0 + t[:, None, None] * noise
         valid_n = augment_valid_lengths(batch.valid, length, self.padding_mean_frames, rng)
-        keep = random_inpaint_mask(valid_n, length, rng).to(device)
+        keep = random_inpaint_mask(valid_n, length, rng, self.context_share).to(device)
         valid = torch.arange(length, device=device)[None] < torch.tensor(valid_n, device=device)[:, None]
         cond = model.condition(batch.prompts, None, batch.seconds)
         cross = cond.cross_cond.to(x0.dtype)

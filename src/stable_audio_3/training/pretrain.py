@@ -45,6 +45,7 @@ class PretrainConfig(DiTRunOptions):
     cfg_dropout: float = 0.1
     ot_coupling: bool = True
     padding_augment_seconds: float = 4.0  # mean of the exponential valid-length extension
+    context_share: float = 0.2  # items that keep context (a prefix or all but gaps), official 0.2
     group_by_length: bool = False  # batches of clips of similar length (less padding, faster)
     checkpoint_every: int = 500
     sample_every: int = 0  # write validation samples every N steps (0: only at the end)
@@ -64,6 +65,7 @@ class PretrainConfig(DiTRunOptions):
         "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
         "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
+        "context_share": "share of items that keep context (half a prefix, half all but random gaps)",
         "group_by_length": "draw each batch from clips of similar length: less padding, faster steps",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
@@ -81,6 +83,7 @@ class PretrainConfig(DiTRunOptions):
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_number("cfg_dropout", self.cfg_dropout, low=0.0, high=1.0)
         check_number("padding_augment_seconds", self.padding_augment_seconds, low=0.0)
+        check_number("context_share", self.context_share, low=0.0, high=1.0)
         self.sample_prompts = tuple(self.sample_prompts)
 
 
@@ -157,6 +160,7 @@ def _setup(cfg: PretrainConfig) -> _Run:
         cfg_dropout=cfg.cfg_dropout,
         ot_coupling=cfg.ot_coupling,
         padding_mean_frames=cfg.padding_augment_seconds * frames_per_second,
+        context_share=cfg.context_share,
     )
     run = _Run(
         cfg=cfg,
