@@ -379,6 +379,13 @@ GENERATE_CASES = [
         "only applies with init_audio",
     ),
     Case(
+        # found by fuzzing: compared with 1.0 unchecked, an empty tensor raised torch's RuntimeError
+        "init-noise-level-empty-tensor-without-audio",
+        gen(init_noise_level=torch.zeros(2, 0)),
+        ArgumentTypeError,
+        "init_noise_level must be a number",
+    ),
+    Case(
         "init-noise-level-string",
         gen(init_audio=wav("good.wav"), init_noise_level="0.5"),
         ArgumentTypeError,

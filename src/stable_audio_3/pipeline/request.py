@@ -255,10 +255,8 @@ class EditRequest:
                 "inpaint_audio needs the regions to regenerate: inpaint_mask_start_seconds and "
                 "inpaint_mask_end_seconds, or inpaint_mask"
             )
-        level = 1.0
-        if a["init_audio"] is not None:
-            level = check_number("init_noise_level", a["init_noise_level"], low=0.0, low_open=True, high=1.0)
-        elif a["init_noise_level"] != 1.0:
+        level = check_number("init_noise_level", a["init_noise_level"], low=0.0, low_open=True, high=1.0)
+        if a["init_audio"] is None and level != 1.0:
             raise ArgumentValueError("init_noise_level only applies with init_audio")
         regions = None
         if has_regions:
