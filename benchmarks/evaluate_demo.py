@@ -44,6 +44,8 @@ def _generate(model: StableAudioModel, row: dict, seed: int, args: argparse.Name
         duration=_duration(row),
         steps=args.steps,
         cfg_scale=args.cfg_scale,
+        apg_scale=args.apg_scale,
+        cfg_interval=tuple(args.cfg_interval),
         seed=seed,
         progress=False,
     )
@@ -195,6 +197,8 @@ def main() -> None:
     p.add_argument("--effects", type=int, default=20, help="effect prompts (family only)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--cfg-scale", type=float, default=1.0, help="prompt generations' guidance")
+    p.add_argument("--apg-scale", type=float, default=1.0, help="1: pure APG, 0: vanilla CFG")
+    p.add_argument("--cfg-interval", type=float, nargs=2, default=[0.0, 1.0], help="noise levels guided")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--examples", type=int, default=0, help="spectrograms of the first N generations")
@@ -206,7 +210,7 @@ def main() -> None:
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
     report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
-    report["cfg_scale"] = args.cfg_scale
+    report.update(cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, cfg_interval=args.cfg_interval)
     if "speed" not in args.skip:
         report["speed"] = speed(model, args)
     if "prompts" not in args.skip:
