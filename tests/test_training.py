@@ -149,8 +149,10 @@ def test_the_context_share_is_the_share_of_items_that_keep_context(share: float,
     masks = random_inpaint_mask([40] * 400, 40, random.Random(seed), share)
     kept = (masks.sum(dim=(1, 2)) > 0).float().mean().item()
     assert kept == pytest.approx(share, abs=0.1)
-    if share in (0.0, 1.0):
-        assert kept == share
+    if share == 0.0:
+        assert kept == 0.0
+    if share == 1.0:  # a gap item whose gaps happen to cover every frame keeps none (official too)
+        assert kept >= 0.98
     # 0.2, the default, is the official recipe's split, drawn as before the option existed
     default, official = random_inpaint_mask([40] * 50, 40, random.Random(seed)), torch.zeros(50, 1, 40)
     rng = random.Random(seed)

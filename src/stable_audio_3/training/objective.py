@@ -46,7 +46,8 @@ def random_inpaint_mask(
 ) -> torch.Tensor:
     """(B, 1, L) keep-masks: a `context_share` of the items keep context, half of them a prefix
     (continuation), half all but random gaps (inpainting); the rest generate everything (the
-    official recipe's 80 / 10 / 10 at 0.2). Nothing past an item's valid length is ever kept."""
+    official recipe's 80 / 10 / 10 at 0.2). Nothing past an item's valid length is ever kept, and as
+    in the official recipe a gap item's random gaps may cover all of it (0.04 % of them at 40 frames)."""
     out = torch.zeros(len(valid), 1, length)
     for b, n in enumerate(valid):
         r = rng.random()
