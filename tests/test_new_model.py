@@ -102,11 +102,31 @@ def test_sinusoidal_positions_start_at_the_chosen_scale(tmp_path: Path, scale: f
     assert value == pytest.approx(width**-0.5 if expected is None else expected)
 
 
+def test_learned_positions_start_at_the_chosen_scale(tmp_path: Path) -> None:
+    template = _template(tmp_path, depth=1, use_abs_pos_emb=True, abs_pos_emb_max_length=12)
+    weights = load_file(str(new_model(_config(tmp_path, template, position_scale=0.8)) / "model.safetensors"))
+    table = weights["model.model.transformer.pos_emb.emb.weight"]
+    dit = json.loads(template.read_text())["model"]["diffusion"]["config"]
+    assert table.shape == (12 + dit["num_memory_tokens"], dit["embed_dim"])
+    added = table * dit["embed_dim"] ** -0.5  # what the DiT adds to its tokens
+    assert added.pow(2).mean().sqrt().item() == pytest.approx(0.8, rel=1e-4)
+
+
 def test_a_negative_position_scale_is_named() -> None:
     with pytest.raises(ValueError, match="position_scale"):
         NewModelConfig(template="t", autoencoder="a", captions="c", position_scale=-1.0)
 
 
 def test_a_position_scale_without_positions_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="position_scale.*use_sinusoidal_emb"):
+    with pytest.raises(ConfigError, match="position_scale.*use_sinusoidal_emb or use_abs_pos_emb"):
         new_model(_config(tmp_path, _template(tmp_path, depth=1), position_scale=1.0))
+
+
+def test_generation_stays_within_the_learned_positions(tmp_path: Path) -> None:
+    template = _template(tmp_path, depth=1, use_abs_pos_emb=True, abs_pos_emb_max_length=8)
+    model = StableAudioModel.from_pretrained(new_model(_config(tmp_path, template)), device="cpu")
+    frame = model.config.pretransform.autoencoder.downsampling_ratio
+    audio = model.generate(CAPTIONS[1], duration=0.1, steps=2, seed=0, sample_size=8 * frame, progress=False)
+    assert torch.isfinite(audio).all()
+    with pytest.raises(ValueError, match="sample_size .* learned positions cover .8 latent frames"):
+        model.generate(CAPTIONS[1], duration=0.1, steps=2, seed=0, sample_size=10 * frame, progress=False)

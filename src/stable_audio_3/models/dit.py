@@ -19,6 +19,7 @@ from stable_audio_3.models.layers import (
     Attention,
     ExpoFourierFeatures,
     GLUFeedForward,
+    LearnedPositions,
     Linear,
     RMSNorm,
     Rotary,
@@ -116,8 +117,11 @@ class DiffusionTransformer(nn.Module):
         if cfg.num_memory_tokens:
             self.memory_tokens = nn.Parameter(torch.zeros(cfg.num_memory_tokens, dim))
         self.rotary = Rotary(cfg.rotary_dim)
+        self.positions: nn.Module | None = None
         if cfg.sinusoidal_positions:
             self.positions = ScaledSinusoidalPositions(dim)
+        elif cfg.learned_positions:
+            self.positions = LearnedPositions(dim, cfg.learned_positions)
         self.adaln_embed = MLP(dim, dim, 6 * dim)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
 
@@ -235,7 +239,7 @@ class DiffusionTransformer(nn.Module):
         if n_mem:
             h = torch.cat([self.memory_tokens.expand(b, -1, -1), h], dim=1)
         rotary = self.rotary(h.shape[1], device=h.device)
-        if self.config.sinusoidal_positions:  # counted from the first memory token, as in the reference
+        if self.positions is not None:  # counted from the first memory token, as in the reference
             h = h + self.positions(h.shape[1], device=h.device).to(h.dtype)
         keys = self.key_padding(b, length, padding_mask, valid_lengths, device=h.device)
         for block, kv, local in zip(self.blocks, prepared.kv, prepared.local, strict=True):

@@ -208,6 +208,24 @@ class ScaledSinusoidalPositions(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1) * self.scale.float()
 
 
+class LearnedPositions(nn.Module):
+    """One learned vector per position, added to the token sequence and scaled by dim ** -0.5 (the
+    reference's `use_abs_pos_emb`): a table, so the DiT can tie any feature to where a frame is,
+    e.g. where the beats of a tempo fall in a clip. Sequences longer than the table are refused."""
+
+    def __init__(self, dim: int, rows: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.emb = nn.Embedding(rows, dim)
+
+    def forward(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """(n, dim) embeddings of positions 0..n-1 in float32."""
+        rows = self.emb.num_embeddings
+        if n > rows:
+            raise ValueError(f"the DiT's learned positions cover {rows} tokens, the sequence has {n}")
+        return self.emb.weight[:n].float() * self.dim**-0.5
+
+
 def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate the first `angles.shape[-1]` channels of x (..., n, d) in float32; the rest pass through."""
     r = angles.shape[-1]

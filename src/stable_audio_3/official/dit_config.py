@@ -82,7 +82,6 @@ _SUPPORTED: dict[str, tuple[Any, ...]] = {
     "cross_attn_rotary_pos_emb": (False,),
     "conformer": (False,),
     "use_sinusoidal_emb": (False, True),
-    "use_abs_pos_emb": (False,),
     "sliding_window": (None,),
     "add_rope": (False,),
     "layer_scale": (False,),
@@ -131,6 +130,7 @@ class DiTConfig:
     ff_mult: float = 4.0
     ff_sinusoidal: bool = False
     sinusoidal_positions: bool = False  # `use_sinusoidal_emb`
+    learned_positions: int = 0  # `use_abs_pos_emb`: rows of the table (0: none)
 
     @property
     def dim_head(self) -> int:
@@ -172,7 +172,12 @@ class DiTConfig:
             ff_mult=float(ff["mult"]),
             ff_sinusoidal=bool(ff["sinusoidal"]),
             sinusoidal_positions=bool(top["use_sinusoidal_emb"]),
+            learned_positions=int(top["abs_pos_emb_max_length"]) + int(top["num_memory_tokens"])
+            if top["use_abs_pos_emb"]
+            else 0,
         )
+        if out.sinusoidal_positions and out.learned_positions:
+            raise ValueError("DiT config: use_sinusoidal_emb and use_abs_pos_emb both set (one pos_emb)")
         if out.embed_dim % out.num_heads:
             raise ValueError("DiT config embed_dim must be a multiple of num_heads")
         if out.cond_token_dim <= 0 or out.global_cond_dim <= 0:

@@ -204,12 +204,28 @@ def _durations(a: Mapping[str, Any], cfg: ModelConfig, batch: int) -> tuple[list
             raise ArgumentValueError(
                 f"sample_size must be a multiple of {granule} (the latent granularity), got {max_samples}"
             )
+    _check_position_table(cfg, max_samples)
     rate = cfg.sample_rate
     for d in durations:
         check_number("duration", d, low=0.0, low_open=True, high=max_samples / rate)
         if int(d * rate) < 1:
             raise ArgumentValueError(f"duration {d} s is shorter than one sample at {rate} Hz")
     return durations, max_samples
+
+
+def _check_position_table(cfg: ModelConfig, max_samples: int) -> None:
+    """A DiT with learned absolute positions (`use_abs_pos_emb`) knows only as many frames as its
+    table has rows: a longer `sample_size` is refused here, not deep inside the DiT."""
+    dit = cfg.diffusion.dit
+    if not dit.learned_positions:
+        return
+    ratio = cfg.pretransform.autoencoder.downsampling_ratio
+    frames = dit.learned_positions - dit.num_memory_tokens
+    if max_samples > frames * ratio:
+        raise ArgumentValueError(
+            f"sample_size {max_samples} is longer than this model's learned positions cover "
+            f"({frames} latent frames, {frames * ratio} samples)"
+        )
 
 
 def _sampler(sampler: Any, objective: str) -> str:

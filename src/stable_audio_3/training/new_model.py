@@ -103,10 +103,7 @@ def new_model(cfg: NewModelConfig) -> Path:
         networks = Networks(model_cfg, "exclude")
     load_autoencoder_weights(networks.autoencoder, ae_weights)
     if cfg.position_scale:
-        if not model_cfg.diffusion.dit.sinusoidal_positions:
-            raise ConfigError(f"position_scale: {cfg.template} has no use_sinusoidal_emb, so no positions")
-        with torch.no_grad():
-            networks.dit.positions.scale.fill_(cfg.position_scale)
+        _scale_positions(networks.dit, cfg.position_scale, cfg.template)
     captions = [clip.caption for clip in find_clips(cfg.captions)]
     out = Path(cfg.output)
     staging = out.with_name(f".{out.name}.text_encoder")
@@ -127,3 +124,17 @@ def new_model(cfg: NewModelConfig) -> Path:
             return write_checkpoint(networks, out, raw, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _scale_positions(dit, scale: float, template: str) -> None:
+    """Start the DiT's absolute positions at rms `scale` (the reference starts them at
+    embed_dim ** -0.5 of its tokens' size, too small to be picked up in a short run)."""
+    positions = dit.positions
+    if positions is None:
+        raise ConfigError(f"position_scale: {template} has no use_sinusoidal_emb or use_abs_pos_emb")
+    with torch.no_grad():
+        if hasattr(positions, "scale"):
+            positions.scale.fill_(scale)
+        else:
+            weight = positions.emb.weight
+            weight.mul_(scale * positions.dim**0.5 / weight.pow(2).mean().sqrt())
