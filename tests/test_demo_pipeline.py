@@ -17,8 +17,10 @@ from test_stages import _losses, _pretrain_config, data  # noqa: F401 (the fixtu
 
 from stable_audio_3 import StableAudioModel
 from stable_audio_3.apps import train as train_app
+from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training import ExportConfig, PretrainConfig, build_config, export_checkpoint, pretrain
-from stable_audio_3.training.dataset import similar_length_picks
+from stable_audio_3.training.dataset import Clip, caption_weights, similar_length_picks
+from stable_audio_3.training.pretrain import parse_oversample
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
@@ -35,6 +37,54 @@ def test_every_clip_can_be_drawn() -> None:
     rng, order = random.Random(0), list(range(100))
     seen = {p for _ in range(2000) for p in similar_length_picks(order, 4, rng)}
     assert seen == set(order)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(8, 200), st.integers(1, 16), st.integers(0, 2**31), st.booleans())
+def test_weighted_picks_never_draw_a_weight_of_zero(n: int, batch: int, seed: int, grouped: bool) -> None:
+    weights = [float(i % 3) for i in range(n)]  # every third clip has weight 0
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    picks = similar_length_picks(order, batch, rng, weights=weights) if grouped else None
+    picks = picks or rng.choices(range(n), weights=weights, k=batch)
+    assert len(picks) == batch and all(weights[p] > 0 for p in picks)
+
+
+def test_weighted_picks_follow_the_weights() -> None:
+    """Clips of weight 2 come about twice as often as clips of weight 1, with length groups too."""
+    n, rng = 200, random.Random(0)
+    weights = [2.0 if i % 4 == 0 else 1.0 for i in range(n)]
+    order = list(range(n))
+    rng.shuffle(order)
+    counts = [0] * n
+    for _ in range(4000):
+        for p in similar_length_picks(order, 8, rng, weights=weights):
+            counts[p] += 1
+    heavy = sum(c for i, c in enumerate(counts) if weights[i] == 2) / (n // 4)
+    light = sum(c for i, c in enumerate(counts) if weights[i] == 1) / (n - n // 4)
+    assert 1.8 < heavy / light < 2.2
+
+
+def test_oversample_weights_multiply_per_caption() -> None:
+    captions = ["drum kit, rock", "violin", "drum kit, rain"]
+    clips = [Clip(Path(f"{i}.wav"), c, 1.0) for i, c in enumerate(captions)]
+    assert caption_weights(clips, {}) is None
+    assert caption_weights(clips, {"drum kit": 2.0, "rain": 3.0}) == [2.0, 1.0, 6.0]
+    with pytest.raises(ArgumentValueError, match="every clip has weight 0"):
+        caption_weights(clips, {"": 0.0})
+
+
+@pytest.mark.parametrize("bad", ["drum kit", "=2", "drum kit=-1", "drum kit=x", "a=inf", "a=nan"])
+def test_a_malformed_oversample_item_is_named(bad: str) -> None:
+    with pytest.raises(ArgumentValueError, match="oversample: expected TEXT=FACTOR"):
+        parse_oversample((bad,))
+    with pytest.raises(ArgumentValueError, match=bad.replace("=", ".")):
+        PretrainConfig(base="b", data="d", oversample=(bad,))
+
+
+def test_oversample_keeps_the_text_before_the_last_equals_sign() -> None:
+    assert parse_oversample(("tempo=120 BPM=1.5", "riser=0")) == {"tempo=120 BPM": 1.5, "riser": 0.0}
 
 
 def test_pretraining_in_bf16_on_a_cpu_with_length_groups(data: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -30,6 +30,7 @@ __all__ = [
     "silence_frame",
     "length_order",
     "similar_length_picks",
+    "caption_weights",
 ]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
@@ -189,16 +190,20 @@ def sample_batch(
     device: torch.device,
     silence: torch.Tensor | None = None,
     by_length: list[int] | None = None,
+    weights: list[float] | None = None,
 ) -> Batch:
     """A random batch of crops of at most `max_frames` latents, padded to the longest with the
     `silence` latent frame (C,) (zeros when None). `frame_rate` is (sample rate, samples per frame).
     `by_length` (clip indices sorted by length, `length_order`) draws the batch from clips of similar
-    length, so little of it is padding."""
+    length, so little of it is padding. `weights` (one per clip) makes a clip's chance of being drawn
+    proportional to its weight (about proportional with `by_length`)."""
     sr, ratio = frame_rate
-    if by_length is None:
+    if by_length is None and weights is None:
         picks = [rng.randrange(len(clips)) for _ in range(batch_size)]
+    elif by_length is None:
+        picks = rng.choices(range(len(clips)), weights=weights, k=batch_size)
     else:
-        picks = similar_length_picks(by_length, batch_size, rng)
+        picks = similar_length_picks(by_length, batch_size, rng, weights=weights)
     crops = []
     for i in picks:
         z = latents[i]
@@ -227,12 +232,24 @@ def length_order(latents: list[torch.Tensor]) -> list[int]:
     return sorted(range(len(latents)), key=lambda i: latents[i].shape[-1])
 
 
-def similar_length_picks(order: list[int], batch_size: int, rng: random.Random, spread: int = 4) -> list[int]:
+def similar_length_picks(
+    order: list[int],
+    batch_size: int,
+    rng: random.Random,
+    spread: int = 4,
+    weights: list[float] | None = None,
+) -> list[int]:
     """`batch_size` clips drawn from a window of `spread * batch_size` neighbours in length order
-    around a random position: every clip is about equally likely, and a batch's lengths are close."""
+    around a random position: every clip is about equally likely (or about as likely as its weight
+    says, `weights` being indexed by clip), and a batch's lengths are close."""
     width = min(len(order), spread * batch_size)
     start = rng.randrange(0, len(order) - width + 1)
-    return [order[start + rng.randrange(width)] for _ in range(batch_size)]
+    if weights is None:
+        return [order[start + rng.randrange(width)] for _ in range(batch_size)]
+    window = order[start : start + width]
+    if not any(weights[i] > 0 for i in window):  # nothing to draw here: the whole order instead
+        window = order
+    return rng.choices(window, weights=[weights[i] for i in window], k=batch_size)
 
 
 @torch.no_grad()
@@ -242,3 +259,20 @@ def silence_frame(model) -> torch.Tensor:
     n = ae.config.downsampling_ratio * ae.config.latent_multiple
     zeros = torch.zeros(1, ae.config.io_channels, n, device=model.device, dtype=next(ae.parameters()).dtype)
     return ae.encode(zeros)[0, :, 0].float().cpu()
+
+
+def caption_weights(clips: list[Clip], oversample: dict[str, float]) -> list[float] | None:
+    """Per clip, the product of the factors of every `oversample` text its caption contains (1 when
+    none does); None when nothing is oversampled. A factor of 0 leaves such clips out."""
+    if not oversample:
+        return None
+    weights = []
+    for clip in clips:
+        w = 1.0
+        for text, factor in oversample.items():
+            if text in clip.caption:
+                w *= factor
+        weights.append(w)
+    if not any(weights):
+        raise ArgumentValueError("oversample: every clip has weight 0, nothing is left to train on")
+    return weights

@@ -17,7 +17,14 @@ from stable_audio_3.checks import check_int, check_number
 from stable_audio_3.errors import ArgumentValueError
 from stable_audio_3.training import loop
 from stable_audio_3.training.configs import DiTRunOptions
-from stable_audio_3.training.dataset import LatentCache, find_clips, length_order, sample_batch, silence_frame
+from stable_audio_3.training.dataset import (
+    LatentCache,
+    caption_weights,
+    find_clips,
+    length_order,
+    sample_batch,
+    silence_frame,
+)
 from stable_audio_3.training.export import text_encoder_folder, write_checkpoint
 from stable_audio_3.training.objective import FlowMatchingObjective, training_shift
 from stable_audio_3.training.samples import due, write_samples
@@ -47,6 +54,7 @@ class PretrainConfig(DiTRunOptions):
     padding_augment_seconds: float = 4.0  # mean of the exponential valid-length extension
     context_share: float = 0.2  # items that keep context (a prefix or all but gaps), official 0.2
     group_by_length: bool = False  # batches of clips of similar length (less padding, faster)
+    oversample: tuple[str, ...] = ()  # "TEXT=FACTOR": clips whose caption contains TEXT, FACTOR x as often
     checkpoint_every: int = 500
     sample_every: int = 0  # write validation samples every N steps (0: only at the end)
     sample_prompts: tuple[str, ...] = ()
@@ -67,6 +75,8 @@ class PretrainConfig(DiTRunOptions):
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
         "context_share": "share of items that keep context (half a prefix, half all but random gaps)",
         "group_by_length": "draw each batch from clips of similar length: less padding, faster steps",
+        "oversample": "TEXT=FACTOR: draw clips whose caption contains TEXT about FACTOR times as often "
+        "(several may be given; factors multiply)",
         "sample_every": "write validation samples every N steps (0: at the end only)",
         "sample_prompts": "prompts of the validation samples",
     }
@@ -85,6 +95,28 @@ class PretrainConfig(DiTRunOptions):
         check_number("padding_augment_seconds", self.padding_augment_seconds, low=0.0)
         check_number("context_share", self.context_share, low=0.0, high=1.0)
         self.sample_prompts = tuple(self.sample_prompts)
+        self.oversample = tuple(self.oversample)
+        parse_oversample(self.oversample)  # checked here, so a bad value fails before any work
+
+    @property
+    def oversample_factors(self) -> dict[str, float]:
+        """`oversample` as {text: factor}."""
+        return parse_oversample(self.oversample)
+
+
+def parse_oversample(items: tuple[str, ...]) -> dict[str, float]:
+    """{"drum kit": 2.0} from ("drum kit=2",); a malformed item raises ArgumentValueError naming it."""
+    out: dict[str, float] = {}
+    for item in items:
+        text, sep, factor = str(item).rpartition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not text or not value >= 0 or value == float("inf"):
+            raise ArgumentValueError(f"oversample: expected TEXT=FACTOR with a factor >= 0, got {item!r}")
+        out[text] = value
+    return out
 
 
 def trainable_parameters(model) -> list[nn.Parameter]:
@@ -119,6 +151,7 @@ class _Run:
     silence: torch.Tensor
     encoder: Path
     by_length: list[int] | None = None
+    weights: list[float] | None = None
     fsdp: bool = False
 
 
@@ -175,6 +208,7 @@ def _setup(cfg: PretrainConfig) -> _Run:
         silence=silence_frame(model),
         encoder=text_encoder_folder(cfg.base, model.config.raw),
         by_length=length_order(latents) if cfg.group_by_length else None,
+        weights=caption_weights(clips, cfg.oversample_factors),
         fsdp=fsdp,
     )
     if cfg.resume:
@@ -206,6 +240,7 @@ def _train_step(run: _Run) -> float:
         model.device,
         run.silence,
         run.by_length,
+        run.weights,
     )
     with loop.autocast(cfg.precision, model.device):
         loss = run.step_fn(batch, optim.gen, optim.rng)
