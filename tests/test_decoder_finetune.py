@@ -124,6 +124,24 @@ def test_bad_decoder_options_name_the_argument() -> None:
         AutoencoderTrainConfig(base="b", data="d", latent_noise=-0.1)
     with pytest.raises(TypeError, match="train_encoder"):
         AutoencoderTrainConfig(base="b", data="d", train_encoder="no")
+    with pytest.raises(ValueError, match="stft_sizes must be >= 16"):
+        AutoencoderTrainConfig(base="b", data="d", stft_sizes=(1024, 8))
+    with pytest.raises(TypeError, match="stft_sizes must be an int"):
+        AutoencoderTrainConfig(base="b", data="d", stft_sizes=("1k",))
+    from_cli = AutoencoderTrainConfig(base="b", data="d", stft_sizes=("64", 32))  # the CLI gives str
+    assert from_cli.stft_sizes == (64, 32)
+
+
+@pytest.mark.slow
+def test_the_reconstruction_loss_uses_the_chosen_fft_sizes(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The same first batch scores differently under other FFT sizes, and the run still trains."""
+    first = []
+    for name, sizes in (("auto", ()), ("long", (512, 256))):
+        out = _decoder_run(data, tmp_path / name, latent_noise=0.0, steps=2, stft_sizes=sizes)
+        rows = [json.loads(line) for line in (out.parent / "metrics.jsonl").read_text().splitlines()]
+        assert all(torch.isfinite(torch.tensor(r["stft"])) for r in rows if "stft" in r)
+        first.append(next(r["stft"] for r in rows if "stft" in r))
+    assert first[0] != first[1]
 
 
 @pytest.mark.slow

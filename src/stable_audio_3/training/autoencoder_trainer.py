@@ -85,10 +85,13 @@ class AutoencoderTrainConfig(RunOptions):
     denoise_t_min: float = 0.1
     denoise_t_max: float = 0.7
     denoise_fraction: float = 0.75  # the share of clips the decoder sees as estimates, not latents
+    stft_sizes: tuple[int, ...] = ()  # FFT sizes of the reconstruction loss (empty: ~46 ms, halving)
     checkpoint_every: int = 1000
 
     HELP: ClassVar[dict[str, str]] = {
         "base": "model_config.json with an autoencoder section (random init), or a checkpoint folder",
+        "stft_sizes": "FFT sizes of the multi-resolution STFT loss (default: about 46 ms and four halvings); "
+        "longer ones resolve low notes and the patch-rate comb",
         "data": "folder of audio files (captions not needed), or a .csv/.jsonl manifest",
         "warmup_steps": "linear learning-rate warm-up over this many steps (0: none)",
         "adversarial": "add the multi-scale STFT discriminator and feature matching",
@@ -126,6 +129,8 @@ class AutoencoderTrainConfig(RunOptions):
         check_bool("train_encoder", self.train_encoder)
         check_number("latent_shrink", self.latent_shrink, low=0.0, high=1.0)
         check_int("decoder_window", self.decoder_window, low=0)
+        sizes = (int(n) if isinstance(n, str) and n.strip().isdigit() else n for n in self.stft_sizes)
+        self.stft_sizes = tuple(check_int("stft_sizes", n, low=16) for n in sizes)  # the CLI gives str
         check_bool("decoder_midpoint_shift", self.decoder_midpoint_shift)
         self._check_denoiser()
         if self.decoder_window and self.train_encoder:
@@ -298,7 +303,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> Path:
     clips = find_clips(cfg.data, captions=denoiser is not None)
     waves = load_waves(clips, rate, ae.config.io_channels)
     samples = crop_samples(ae, cfg.duration, rate)
-    sizes = stft_sizes(rate)
+    sizes = list(cfg.stft_sizes) or stft_sizes(rate)
     recon = MultiResolutionSTFTLoss(sizes)
     if ae.bottleneck.running_std is not None:  # measured, never trained; saved and resumed with the rest
         ae.bottleneck.running_std.requires_grad_(False)
