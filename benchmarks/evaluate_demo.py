@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import demo_measures as dm  # noqa: E402
 
 from stable_audio_3 import AutoencoderModel, StableAudioModel  # noqa: E402
+from stable_audio_3.generation_config import fill_defaults  # noqa: E402
 from stable_audio_3.training.demo_data import draw_prompts, family  # noqa: E402
 
 PITCHED = ("note", "chord")
@@ -45,7 +46,7 @@ def _generate(model: StableAudioModel, row: dict, seed: int, args: argparse.Name
         steps=args.steps,
         cfg_scale=args.cfg_scale,
         apg_scale=args.apg_scale,
-        cfg_interval=tuple(args.cfg_interval),
+        cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
         seed=seed,
         progress=False,
     )
@@ -196,9 +197,13 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=120, help="held-out prompts")
     p.add_argument("--effects", type=int, default=20, help="effect prompts (family only)")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="prompt generations' guidance")
+    p.add_argument(
+        "--cfg-scale", type=float, default=None, help="guidance (default: the model's generation_config.json)"
+    )
     p.add_argument("--apg-scale", type=float, default=1.0, help="1: pure APG, 0: vanilla CFG")
-    p.add_argument("--cfg-interval", type=float, nargs=2, default=[0.0, 1.0], help="noise levels guided")
+    p.add_argument(
+        "--cfg-interval", type=float, nargs=2, default=None, help="noise levels guided (as --cfg-scale)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--examples", type=int, default=0, help="spectrograms of the first N generations")
@@ -210,7 +215,8 @@ def main() -> None:
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
     report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
-    report.update(cfg_scale=args.cfg_scale, apg_scale=args.apg_scale, cfg_interval=args.cfg_interval)
+    given = {"cfg_scale": args.cfg_scale, "cfg_interval": args.cfg_interval}
+    report.update(fill_defaults(given, model.generation_defaults), apg_scale=args.apg_scale)
     if "speed" not in args.skip:
         report["speed"] = speed(model, args)
     if "prompts" not in args.skip:

@@ -17,6 +17,7 @@ from stable_audio_3.errors import (
     ArgumentValueError,
     NonFiniteOutputError,
 )
+from stable_audio_3.generation_config import fill_defaults, folder_generation_config
 from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
 from stable_audio_3.models.conditioners import load_text_encoder
@@ -60,6 +61,8 @@ class StableAudioModel:
         self.lora = LoRAStack(roots, on_change=self._weights_changed)
         self._lock = threading.Lock()
         self._step_graphs: StepGraphs | None = None
+        # Guidance the checkpoint folder recommends (`generation_config.json`); {} = official defaults.
+        self.generation_defaults: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -112,7 +115,9 @@ class StableAudioModel:
         )
         prompt.attach_encoder(encoder)
         prompt.move_encoder(dev)
-        return cls(cfg, networks, dev, dtype)
+        model = cls(cfg, networks, dev, dtype)
+        model.generation_defaults = folder_generation_config(files.root)
+        return model
 
     # ------------------------------------------------------------------ properties
     @property
@@ -305,7 +310,7 @@ class StableAudioModel:
         negative_prompt: str | Sequence[str] | None = None,
         duration: float | Sequence[float] = 30.0,
         steps: int = 8,
-        cfg_scale: float = 1.0,
+        cfg_scale: float | None = None,
         seed: int | Sequence[int] | None = -1,
         batch_size: int | None = None,
         *,
@@ -318,7 +323,7 @@ class StableAudioModel:
         sampler: str | None = None,
         sigmas: torch.Tensor | Sequence[float] | Sequence[Sequence[float]] | None = None,
         sampling_shift: dict[str, Any] | str | None = None,
-        cfg_interval: tuple[float, float] = (0.0, 1.0),
+        cfg_interval: tuple[float, float] | None = None,
         cfg_norm_threshold: float = 0.0,
         scale_phi: float = 0.0,
         callback: Callable[[StepInfo], None] | None = None,
@@ -339,6 +344,8 @@ class StableAudioModel:
         Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` and `seed` (one random
         stream per item: item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a random
         seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
+        `cfg_scale` / `cfg_interval` left as None take the checkpoint folder's recommendation
+        (`generation_config.json`, e.g. the demo model's), else the official 1.0 / (0, 1).
         `callback(StepInfo)` runs after every sampler step; `cancel` (an Event or a callable) aborts
         with `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
         row for all items or one per item). `sampling_shift` replaces the checkpoint's schedule shift
@@ -361,6 +368,7 @@ class StableAudioModel:
         reference's decoder-noise stream for checkpoints with stochastic decoding).
         """
         arguments = {k: v for k, v in locals().items() if k != "self"}
+        arguments = fill_defaults(arguments, self.generation_defaults)
         lora_strength = arguments.pop("lora_strength")
         request = GenerationRequest.check_inputs(self.config, self.device, arguments)
         lora_call = self.lora.strength_for_call(lora_strength)
@@ -390,4 +398,5 @@ class StableAudioModel:
         arguments.pop("lora_strength", None)
         bound = inspect.signature(StableAudioModel.generate).bind(self, **arguments)
         bound.apply_defaults()
-        GenerationRequest.check_inputs(self.config, self.device, bound.arguments)
+        arguments = fill_defaults(dict(bound.arguments), self.generation_defaults)
+        GenerationRequest.check_inputs(self.config, self.device, arguments)

@@ -87,7 +87,20 @@ def _generation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--negative-prompt", nargs="+", default=None, help="one, or one per batch item")
     g.add_argument("--duration", type=float, nargs="+", default=[30.0], help="seconds: one, or one per item")
     g.add_argument("--steps", type=int, default=8)
-    g.add_argument("--cfg-scale", type=float, default=1.0, help="try 7 on -base models")
+    g.add_argument(
+        "--cfg-scale",
+        type=float,
+        default=None,
+        help="default: the model's recommendation, else 1.0 (try 7 on -base models)",
+    )
+    g.add_argument(
+        "--cfg-interval",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="noise levels guided (default: the model's recommendation, else 0 1)",
+    )
     g.add_argument("--apg-scale", type=float, default=1.0)
     g.add_argument(
         "--sampler", choices=["pingpong", "euler", "dpmpp"], default=None, help="default: the checkpoint's"
@@ -246,6 +259,7 @@ def check_generation(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         "duration": _per_item("--duration", args.duration, batch),
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,
+        "cfg_interval": None if args.cfg_interval is None else tuple(args.cfg_interval),
         "apg_scale": args.apg_scale,
         "sampler": args.sampler,
         "duration_padding_sec": args.duration_padding,

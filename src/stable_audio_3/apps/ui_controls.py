@@ -40,7 +40,12 @@ FIELDS = (
 def controls(gr: Any, model: Any) -> dict[str, Any]:
     """The official interface's controls, grouped as it groups them."""
     post_trained = model.config.diffusion.objective == "rf_denoiser"
-    note = " (post-trained checkpoints are distilled for CFG 1: no effect there)" if post_trained else ""
+    recommended = model.generation_defaults  # the folder's generation_config.json, if any
+    note = ""
+    if post_trained and not recommended:
+        note = " (post-trained checkpoints are distilled for CFG 1: no effect there)"
+    cfg = recommended.get("cfg_scale", 1.0)
+    cfg_min, cfg_max = recommended.get("cfg_interval", (0.0, 1.0))
     c: dict[str, Any] = {}
     c["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")
     c["negative_prompt"] = gr.Textbox(label="Negative prompt" + note, elem_id="negative_prompt")
@@ -54,7 +59,7 @@ def controls(gr: Any, model: Any) -> dict[str, Any]:
             elem_id="duration",
         )
         c["steps"] = gr.Slider(1, 100, value=8, step=1, label="Steps", elem_id="steps")
-        c["cfg_scale"] = gr.Slider(0.0, 15.0, value=1.0, step=0.1, label="CFG scale" + note)
+        c["cfg_scale"] = gr.Slider(0.0, 15.0, value=cfg, step=0.1, label="CFG scale" + note)
         c["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
         c["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size")
     with gr.Accordion("Sampler parameters", open=False):
@@ -62,8 +67,8 @@ def controls(gr: Any, model: Any) -> dict[str, Any]:
             ["", "pingpong", "euler", "dpmpp"], value="", label="Sampler (empty = the checkpoint's)"
         )
         with gr.Row():
-            c["cfg_min"] = gr.Number(value=0.0, label="CFG interval min")
-            c["cfg_max"] = gr.Number(value=1.0, label="CFG interval max")
+            c["cfg_min"] = gr.Number(value=cfg_min, label="CFG interval min")
+            c["cfg_max"] = gr.Number(value=cfg_max, label="CFG interval max")
             c["cfg_rescale"] = gr.Slider(0.0, 1.0, value=0.0, label="CFG rescale")
             c["cfg_norm_threshold"] = gr.Number(value=0.0, label="CFG norm threshold")
             c["apg_scale"] = gr.Slider(0.0, 1.0, value=1.0, label="APG scale")

@@ -29,6 +29,7 @@ class GenerationRecord:
     device: str
     dtype: str
     sigmas: list[list[float]] = field(default_factory=list)
+    cfg_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # noise levels guided
     item_seeds: list[int] | None = None  # per-item seeds (item i reproduces alone with seed=item_seeds[i])
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +82,7 @@ class GenerationRecord:
             device=device,
             dtype=dtype,
             sigmas=sigmas,
+            cfg_interval=list(g.interval),
             item_seeds=None if request.item_seeds is None else list(request.item_seeds),
             extra=extra,
         )

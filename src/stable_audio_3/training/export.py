@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 
 from stable_audio_3.errors import ConfigError
+from stable_audio_3.generation_config import FILENAME as GENERATION_CONFIG
+from stable_audio_3.generation_config import load_generation_config
 from stable_audio_3.official import hub
 from stable_audio_3.official.checkpoint import (
     export_official_state_dict,
@@ -93,6 +95,7 @@ class ExportConfig:
     output: str  # the folder to write (replaced atomically)
     dtype: str = "float16"  # storage type of floating-point weights: float16, bfloat16 or float32
     autoencoder: str | None = None  # a decoder fine-tuned on the model's latents, to ship instead
+    generation_config: str | None = None  # recommended guidance to ship (generation_config.json)
 
     HELP: ClassVar[dict[str, str]] = {
         "model": "trained checkpoint folder",
@@ -100,6 +103,8 @@ class ExportConfig:
         "dtype": "storage type of the floating-point weights (loading casts them back)",
         "autoencoder": "autoencoder folder whose decoder replaces the model's (its encoder and "
         "bottleneck must be the model's own: `autoencoder --no-train-encoder`)",
+        "generation_config": "JSON file of the guidance `generate()` uses when the caller gives none "
+        "(cfg_scale, cfg_interval), written into the folder as generation_config.json",
     }
 
     def __post_init__(self) -> None:
@@ -107,6 +112,8 @@ class ExportConfig:
 
         if self.dtype not in _DTYPES:
             raise ArgumentValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.generation_config is not None:
+            load_generation_config(self.generation_config)  # a bad file fails before any work
 
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -133,13 +140,16 @@ def export_checkpoint(cfg: ExportConfig) -> Path:
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
     for weights in source.rglob("*.safetensors"):
         _cast_file(weights, tmp / weights.relative_to(source), _DTYPES[cfg.dtype])
-    if cfg.autoencoder is not None:
-        try:
+    try:
+        if cfg.autoencoder is not None:
             config = tmp / files.config.relative_to(source)
             _swap_decoder(tmp / files.weights.relative_to(source), config, Path(cfg.autoencoder))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if cfg.generation_config is not None:
+            recommended = load_generation_config(cfg.generation_config)
+            (tmp / GENERATION_CONFIG).write_text(json.dumps(recommended, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return replace_folder(tmp, out)
 
 
