@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE, AutoencoderModel, StableAudioModel
+from stable_audio_3.generation_config import load_generation_config
 from stable_audio_3.official.hub import demo_model_dir
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": "", "HF_HOME": "/nonexistent-hf-home"}
@@ -31,7 +32,11 @@ def test_the_demo_model_is_small_package_data() -> None:
 def test_it_loads_by_name_and_follows_a_prompt_into_audible_sound() -> None:
     model = StableAudioModel.from_pretrained(DEMO_MODEL, device="cpu")
     assert model.sample_rate == 16000
+    # it ships the guidance it was evaluated with (configs/demo/generation_config.json)
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "demo" / "generation_config.json"
+    assert model.generation_defaults == load_generation_config(recipe)
     audio = model.generate("drum kit, rock beat, 120 BPM", duration=3.0, seed=0, progress=False)
+    assert model.last_record.cfg_scale == model.generation_defaults["cfg_scale"]
     assert audio.shape == (1, 2, 48000) and torch.isfinite(audio).all()
     rms = audio.pow(2).mean().sqrt()
     assert 0.01 < rms < 0.9 and audio.abs().max() <= 1.0
