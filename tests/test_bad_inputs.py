@@ -315,7 +315,7 @@ GENERATE_CASES = [
     Case("seed-float", gen(seed=1.5), ArgumentTypeError, "seed must be an int"),
     Case("seed-array", gen(seed=np.array([1, 2])), ArgumentTypeError, "seed must be an int"),
     Case("cfg-scale-nan", gen(cfg_scale=float("nan")), ArgumentValueError, "cfg_scale must be finite"),
-    Case("cfg-interval-none", gen(cfg_interval=None), ArgumentTypeError, "cfg_interval must be a pair"),
+    Case("cfg-interval-number", gen(cfg_interval=0.5), ArgumentTypeError, "cfg_interval must be a pair"),
     Case(
         "cfg-interval-outside", gen(cfg_interval=(0.0, 2.0)), ArgumentValueError, "cfg_interval must be <= 1"
     ),

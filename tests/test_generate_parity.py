@@ -185,6 +185,7 @@ def test_editing_matches_reference(models, config: str, case: str) -> None:
 @pytest.mark.parametrize(("config", "case"), _edit_cases())
 def test_editing_inputs_match_reference(models, config: str, case: str) -> None:
     """The conditioning the DiT receives: encoded source, [mask; masked latents] and first input."""
+    from stable_audio_3.generation_config import fill_defaults
     from stable_audio_3.pipeline import engine
     from stable_audio_3.pipeline.editing import encode_source
     from stable_audio_3.pipeline.request import GenerationRequest
@@ -196,6 +197,7 @@ def test_editing_inputs_match_reference(models, config: str, case: str) -> None:
     arguments = dict(inspect.signature(model.generate).parameters)
     arguments = {k: p.default for k, p in arguments.items() if k != "lora_strength"}
     arguments.update(args, duration_padding_sec=6.0, steps=8)
+    arguments = fill_defaults(arguments, model.generation_defaults)  # as generate() resolves them
     request = GenerationRequest.check_inputs(model.config, model.device, arguments)
     components = model._components()
     lengths = engine.plan(components, request)

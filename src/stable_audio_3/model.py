@@ -61,7 +61,6 @@ class StableAudioModel:
         self.lora = LoRAStack(roots, on_change=self._weights_changed)
         self._lock = threading.Lock()
         self._step_graphs: StepGraphs | None = None
-        # Guidance the checkpoint folder recommends (`generation_config.json`); {} = official defaults.
         self.generation_defaults: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ loading
@@ -344,8 +343,7 @@ class StableAudioModel:
         Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` and `seed` (one random
         stream per item: item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a random
         seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
-        `cfg_scale` / `cfg_interval` left as None take the checkpoint folder's recommendation
-        (`generation_config.json`, e.g. the demo model's), else the official 1.0 / (0, 1).
+        `cfg_scale` / `cfg_interval` None: the folder's `generation_config.json`, else 1.0 / (0, 1).
         `callback(StepInfo)` runs after every sampler step; `cancel` (an Event or a callable) aborts
         with `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
         row for all items or one per item). `sampling_shift` replaces the checkpoint's schedule shift

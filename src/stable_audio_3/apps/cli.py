@@ -87,20 +87,10 @@ def _generation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--negative-prompt", nargs="+", default=None, help="one, or one per batch item")
     g.add_argument("--duration", type=float, nargs="+", default=[30.0], help="seconds: one, or one per item")
     g.add_argument("--steps", type=int, default=8)
-    g.add_argument(
-        "--cfg-scale",
-        type=float,
-        default=None,
-        help="default: the model's recommendation, else 1.0 (try 7 on -base models)",
-    )
-    g.add_argument(
-        "--cfg-interval",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="noise levels guided (default: the model's recommendation, else 0 1)",
-    )
+    model_default = "default: the model's generation_config.json, else"
+    g.add_argument("--cfg-scale", type=float, default=None, help=f"{model_default} 1 (try 7 on -base models)")
+    pair = {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}
+    g.add_argument("--cfg-interval", **pair, help=f"noise levels guided ({model_default} 0 1)")
     g.add_argument("--apg-scale", type=float, default=1.0)
     g.add_argument(
         "--sampler", choices=["pingpong", "euler", "dpmpp"], default=None, help="default: the checkpoint's"

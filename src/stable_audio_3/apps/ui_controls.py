@@ -37,15 +37,18 @@ FIELDS = (
 )
 
 
+def _guidance_defaults(model: Any) -> tuple[str, float, tuple[float, float]]:
+    """The CFG controls' note and starting values: the folder's generation_config.json, if any."""
+    recommended = model.generation_defaults
+    note = ""
+    if model.config.diffusion.objective == "rf_denoiser" and not recommended:
+        note = " (post-trained checkpoints are distilled for CFG 1: no effect there)"
+    return note, recommended.get("cfg_scale", 1.0), recommended.get("cfg_interval", (0.0, 1.0))
+
+
 def controls(gr: Any, model: Any) -> dict[str, Any]:
     """The official interface's controls, grouped as it groups them."""
-    post_trained = model.config.diffusion.objective == "rf_denoiser"
-    recommended = model.generation_defaults  # the folder's generation_config.json, if any
-    note = ""
-    if post_trained and not recommended:
-        note = " (post-trained checkpoints are distilled for CFG 1: no effect there)"
-    cfg = recommended.get("cfg_scale", 1.0)
-    cfg_min, cfg_max = recommended.get("cfg_interval", (0.0, 1.0))
+    note, cfg, (cfg_min, cfg_max) = _guidance_defaults(model)
     c: dict[str, Any] = {}
     c["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")
     c["negative_prompt"] = gr.Textbox(label="Negative prompt" + note, elem_id="negative_prompt")
