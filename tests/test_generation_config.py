@@ -129,3 +129,12 @@ def test_cli_leaves_guidance_to_the_model_unless_given() -> None:
     argv = ["-p", "x", "--duration", "1", "--cfg-scale", "3", "--cfg-interval", "0.5", "1"]
     _, given_args = check_generation(parser.parse_args(argv))
     assert given_args["cfg_scale"] == 3.0 and given_args["cfg_interval"] == (0.5, 1.0)
+
+
+def test_the_ui_starts_its_cfg_controls_at_the_recommendation(recommended_model: StableAudioModel) -> None:
+    from stable_audio_3.apps.ui_controls import _guidance_defaults
+
+    note, scale, interval = _guidance_defaults(recommended_model)
+    assert (scale, interval) == (2.5, (0.5, 1.0)) and "no effect" not in note
+    official = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
+    assert _guidance_defaults(official)[1:] == (1.0, (0.0, 1.0))
