@@ -97,3 +97,13 @@ def check_number(
     if high is not None and v > high:
         raise ArgumentValueError(f"{name} must be <= {high}, got {value}")
     return v
+
+
+def check_interval(name: str, value: Any) -> tuple[float, float]:
+    """`value` as a (low, high) pair of noise levels with 0 <= low <= high <= 1."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ArgumentTypeError(f"{name} must be a pair of numbers, got {value!r}")
+    low, high = (check_number(name, v, low=0.0, high=1.0) for v in value)
+    if not low <= high:
+        raise ArgumentValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return low, high

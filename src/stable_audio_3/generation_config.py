@@ -9,12 +9,12 @@ caller that leaves those arguments out (the API, the CLI, the UI, the server) ge
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stable_audio_3.errors import CheckpointError
+from stable_audio_3.checks import check_interval, check_number
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError, CheckpointError
 
 FILENAME = "generation_config.json"
 
@@ -22,31 +22,22 @@ FILENAME = "generation_config.json"
 OFFICIAL_DEFAULTS: dict[str, Any] = {"cfg_scale": 1.0, "cfg_interval": (0.0, 1.0)}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_generation_config(data: Any, where: str) -> dict[str, Any]:
-    """The recommended arguments in `data`, or a CheckpointError naming `where` and the key."""
+    """The recommended arguments in `data`, or a CheckpointError naming `where` and the key (the
+    values are checked by the same rules as `generate()`'s arguments)."""
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{where}: must hold a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(OFFICIAL_DEFAULTS))
     if unknown:
         raise CheckpointError(f"{where}: unknown key(s) {unknown} (allowed: {sorted(OFFICIAL_DEFAULTS)})")
     out: dict[str, Any] = {}
-    if "cfg_scale" in data:
-        scale = data["cfg_scale"]
-        if not _number(scale) or scale < 0:
-            raise CheckpointError(f"{where}: cfg_scale must be a finite number >= 0, got {scale!r}")
-        out["cfg_scale"] = float(scale)
-    if "cfg_interval" in data:
-        pair = data["cfg_interval"]
-        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_number(v) for v in pair)
-        if not ok or not 0.0 <= pair[0] <= pair[1] <= 1.0:
-            raise CheckpointError(
-                f"{where}: cfg_interval must be [low, high] with 0 <= low <= high <= 1, got {pair!r}"
-            )
-        out["cfg_interval"] = (float(pair[0]), float(pair[1]))
+    try:
+        if "cfg_scale" in data:
+            out["cfg_scale"] = check_number("cfg_scale", data["cfg_scale"], low=0.0)
+        if "cfg_interval" in data:
+            out["cfg_interval"] = check_interval("cfg_interval", data["cfg_interval"])
+    except (ArgumentTypeError, ArgumentValueError) as err:
+        raise CheckpointError(f"{where}: {err}") from None
     return out
 
 

@@ -17,6 +17,7 @@ from stable_audio_3.checks import (
     MAX_STEPS,
     check_bool,
     check_int,
+    check_interval,
     check_number,
     per_item,
     resolve_seed,
@@ -157,16 +158,10 @@ def _shift(options: Any) -> Shift | None:
 
 
 def _guidance(a: Mapping[str, Any]) -> Guidance:
-    interval = a["cfg_interval"]
-    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
-        raise ArgumentTypeError(f"cfg_interval must be a pair of numbers, got {interval!r}")
-    lo, hi = (check_number("cfg_interval", v, low=0.0, high=1.0) for v in interval)
-    if not lo <= hi:
-        raise ArgumentValueError(f"cfg_interval must be (low, high) with low <= high, got {interval!r}")
     return Guidance(
         check_number("cfg_scale", a["cfg_scale"]),
         check_number("apg_scale", a["apg_scale"], low=0.0, high=1.0),
-        (lo, hi),
+        check_interval("cfg_interval", a["cfg_interval"]),
         check_number("cfg_norm_threshold", a["cfg_norm_threshold"], low=0.0),
         check_number("scale_phi", a["scale_phi"], low=0.0, high=1.0),
     )
