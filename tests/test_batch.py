@@ -190,3 +190,13 @@ def test_ray_mode_without_ray_says_how_to_install_it(tmp_path: Path, capsys, mon
     jobs = _write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a", "duration": 0.3, **FAST}])
     assert _run(jobs, tmp_path / "out", "--ray") == 2
     assert "pip install 'stable-audio-3[ray]'" in capsys.readouterr().err
+
+
+def test_a_line_without_duration_gets_30_s_or_the_models_maximum(tmp_path: Path) -> None:
+    jobs = _write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "rain", "seed": 1, "steps": 2}])
+    out = tmp_path / "out"
+    assert main(["batch", str(jobs), "--output-dir", str(out), "--model", "demo"]) == 0
+    longest = StableAudioModel.from_pretrained("demo", device="cpu").max_duration
+    record = json.loads((out / "line00001.wav.json").read_text())
+    assert record["arguments"]["duration"] == longest < 30
+    assert sf.info(str(out / "line00001.wav")).frames == int(longest * 16000)

@@ -243,6 +243,14 @@ def test_help_does_not_import_torch() -> None:
     assert out.split() == ["False", "True"]
 
 
+def test_help_shows_defaults_but_never_a_bare_none() -> None:
+    from stable_audio_3.apps.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())  # unwrapped
+    assert "(default: 6.0)" in text and not any(f"(default: {v})" in text for v in ("None", "False", "[]"))
+    assert "--duration DURATION [DURATION ...] seconds: one, or one per item (default: 30, at most" in text
+
+
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_writes_nothing(tmp_path) -> None:
     out = tmp_path / "long.wav"

@@ -54,3 +54,16 @@ def test_the_cli_uses_it_by_default_offline_with_a_one_line_notice(tmp_path: Pat
     assert done.stderr.count(DEMO_NOTICE) == 1
     wave, rate = sf.read(str(out))
     assert rate == 16000 and wave.shape == (32000, 2)
+
+
+def test_without_duration_the_cli_makes_the_models_longest_clip_up_to_30_s(tmp_path: Path) -> None:
+    out = tmp_path / "drums.wav"
+    done = subprocess.run(
+        [sys.executable, "-m", "stable_audio_3", "-p", "drum kit, rock beat, 100 BPM", "--steps", "2",
+         "--output", str(out)],
+        capture_output=True, text=True, env=OFFLINE, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    model_max = json.loads(out.with_name("drums.wav.json").read_text())["arguments"]["duration"]
+    assert model_max == StableAudioModel.from_pretrained(DEMO_MODEL, device="cpu").max_duration < 30
+    assert sf.info(str(out)).frames == int(model_max * 16000)

@@ -14,17 +14,10 @@ from typing import Any
 
 from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE
 from stable_audio_3.apps.cli_long import add_long_flags, check_long, run_long
-from stable_audio_3.apps.failures import OneLineParser, run_reporting
+from stable_audio_3.apps.failures import DefaultsHelpFormatter, OneLineParser, run_reporting
 
-__all__ = [
-    "main",
-    "build_parser",
-    "build_job_parser",
-    "add_run_flags",
-    "check_generation",
-    "load_model",
-    "file_record",
-]
+__all__ = ["main", "build_parser", "build_job_parser", "add_run_flags", "check_generation", "load_model"]
+__all__ += ["file_record"]
 
 PROG = "stable-audio"
 
@@ -35,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description="Stable Audio 3: text-to-audio, audio-to-audio, inpainting and continuation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _model_flags(p.add_argument_group("model"))
@@ -85,7 +78,8 @@ def _model_flags(m: argparse._ArgumentGroup) -> None:
 def _generation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("-p", "--prompt", required=True, nargs="+", help="one prompt, or one per batch item")
     g.add_argument("--negative-prompt", nargs="+", default=None, help="one, or one per batch item")
-    g.add_argument("--duration", type=float, nargs="+", default=[30.0], help="seconds: one, or one per item")
+    longest = "default: 30, at most the model's maximum"
+    g.add_argument("--duration", type=float, nargs="+", help=f"seconds: one, or one per item ({longest})")
     g.add_argument("--steps", type=int, default=8)
     model_default = "default: the model's generation_config.json, else"
     g.add_argument("--cfg-scale", type=float, default=None, help=f"{model_default} 1 (try 7 on -base models)")
@@ -227,7 +221,7 @@ def check_generation(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         raise UsageError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}], got {batch}")
     if len(prompts) > 1 and batch != len(prompts):
         raise UsageError(f"--batch-size {batch} does not match the {len(prompts)} prompts")
-    if any(not d > 0 for d in args.duration):
+    if any(not d > 0 for d in args.duration or []):
         raise UsageError(f"--duration must be > 0, got {args.duration}")
     if args.cuda_graphs and args.device is not None and not args.device.startswith("cuda"):
         raise UsageError(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
@@ -382,6 +376,8 @@ def _run(args: argparse.Namespace) -> int:
         say(f"step {info.step + 1}/{info.steps}" + ("; decoding" if info.step + 1 == info.steps else ""))
 
     model = load_model(args, say)
+    if arguments["duration"] is None:  # 30 s, within what the checkpoint can make in one go
+        arguments["duration"] = 30.0 if args.long else min(30.0, model.max_duration)
     if args.long:
         return run_long(args, model, arguments, plan, say, file_record) or 0
     audio = model.generate(**arguments, progress=tty, callback=None if tty else step_line)

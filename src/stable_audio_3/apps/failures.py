@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["BAD_INPUT", "FAILURE", "INTERRUPTED", "OneLineParser", "exit_code", "one_line", "run_reporting"]
+__all__ = ["BAD_INPUT", "FAILURE", "INTERRUPTED", "OneLineParser", "DefaultsHelpFormatter", "exit_code"]
+__all__ += ["one_line", "run_reporting"]
 
 BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
 
@@ -58,3 +59,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where it says nothing: None (the help says what it
+    means), a switch's False, an empty list."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        silent = action.default is None or action.nargs == 0 or action.default == []
+        return action.help if silent else super()._get_help_string(action)

@@ -44,6 +44,9 @@ def run_group(
     """One generate() call for a group; each item written, or every item failed with the error."""
     from stable_audio_3 import StableAudioError
 
+    for item in group:  # no duration asked: 30 s, or the checkpoint's maximum if that is shorter
+        if item.arguments["duration"] is None:
+            item.arguments["duration"] = min(30.0, model.max_duration)
     try:
         audio = model.generate(**merged_arguments(group), progress=False)  # uncut: cut per item below
     except (StableAudioError, RuntimeError, MemoryError) as err:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stable_audio_3 import DEMO_MODEL, DEMO_NOTICE
 from stable_audio_3.apps.cli import add_run_flags
-from stable_audio_3.apps.failures import OneLineParser, run_reporting
+from stable_audio_3.apps.failures import DefaultsHelpFormatter, OneLineParser, run_reporting
 
 __all__ = ["main", "build_parser"]
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("jobs", help="a .jsonl file (one JSON object per line) or a .csv file with a header")
     p.add_argument("--output-dir", required=True, help="folder or filesystem URI (s3://..., with fsspec)")
