@@ -130,3 +130,9 @@ def test_generation_stays_within_the_learned_positions(tmp_path: Path) -> None:
     assert torch.isfinite(audio).all()
     with pytest.raises(ValueError, match="sample_size .* learned positions cover .8 latent frames"):
         model.generate(CAPTIONS[1], duration=0.1, steps=2, seed=0, sample_size=10 * frame, progress=False)
+
+
+def test_split_digits_reaches_the_written_tokenizer(tmp_path: Path) -> None:
+    folder = new_model(_config(tmp_path, _template(tmp_path, depth=1), split_digits=True))
+    vocab = json.loads((folder / "text_encoder" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {"a", "4"} <= set(vocab) and "a4" not in vocab

@@ -25,6 +25,22 @@ def test_the_tokenizer_knows_every_caption_word_and_ends_with_eos() -> None:
     assert 3 in tok.encode("theremin").ids
 
 
+def test_split_digits_makes_a_note_its_pitch_class_and_octave(tmp_path: Path) -> None:
+    captions = [*CAPTIONS, "flute, C#4 note", "bass, C2 note"]
+    tok = train_caption_tokenizer(captions, split_digits=True)
+    words = [tok.id_to_token(i) for i in tok.encode("violin, C4 note, 120 BPM").ids]
+    assert words == ["violin", ",", "c", "4", "note", ",", "120", "bpm", "<eos>"]
+    assert tok.encode("trumpet, c2 note").ids[-4:-2] == tok.encode("c 2").ids[:2]
+    assert "a4" in train_caption_tokenizer(captions).get_vocab()  # off by default: the shipped tokenizer
+    folder = write_text_encoder_folder(
+        tmp_path / "te", captions, layers=1, heads=2, head_dim=8, split_digits=True
+    )
+    encoder = NativeT5Gemma(folder)  # the saved file splits the same way
+    assert (
+        encoder.tokenize(["violin, A4 note"], 8)[0][0, :5].tolist() == tok.encode("violin, a 4 note").ids[:5]
+    )
+
+
 def test_the_folder_loads_natively_and_replaces_a_checkpoints_encoder(tmp_path: Path) -> None:
     folder = write_text_encoder_folder(tmp_path / "te", CAPTIONS, layers=1, heads=2, head_dim=8, ff=16)
     assert NativeT5Gemma.supports(folder, 32)

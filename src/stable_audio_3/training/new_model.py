@@ -41,6 +41,7 @@ class NewModelConfig:
     text_ff: int = 1024
     vocab_size: int = 512
     position_scale: float = 0.0  # 0: the reference's initial scale, embed_dim ** -0.5
+    split_digits: bool = False  # tokenizer: "c4" -> "c", "4"
 
     HELP: ClassVar[dict[str, str]] = {
         "template": "model_config.json of the DiT and conditioning (official schema)",
@@ -49,6 +50,7 @@ class NewModelConfig:
         "output": "checkpoint folder to write (random DiT, trained autoencoder, new text encoder)",
         "position_scale": "initial scale of the DiT's sinusoidal positions when the template has "
         "use_sinusoidal_emb (0: the reference's embed_dim ** -0.5, tiny next to the noise)",
+        "split_digits": "tokenize a note as pitch class and octave (c4 -> c 4), as sharps already are",
     }
 
     def __post_init__(self) -> None:
@@ -118,6 +120,7 @@ def new_model(cfg: NewModelConfig) -> Path:
             ff=cfg.text_ff,
             vocab_size=cfg.vocab_size,
             seed=cfg.seed,
+            split_digits=cfg.split_digits,
             **_prompt_settings(raw),
         )
         with torch.no_grad():

@@ -20,14 +20,18 @@ __all__ = ["SPECIAL_TOKENS", "train_caption_tokenizer", "write_text_encoder_fold
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, as T5Gemma numbers them
 
 
-def train_caption_tokenizer(captions: Sequence[str], vocab_size: int = 512):
+def train_caption_tokenizer(captions: Sequence[str], vocab_size: int = 512, split_digits: bool = False):
     """A lowercase word-level tokenizer over the captions' words and punctuation; every caption
-    ends with `<eos>`. Deterministic for the same captions."""
+    ends with `<eos>`. Deterministic for the same captions. `split_digits` cuts a word where
+    letters meet digits ("c4" -> "c", "4"), so a note is its pitch class and octave, each shared
+    with every other note and chord that names it, as "c#4" already is ("c", "#", "4")."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    words = pre_tokenizers.Whitespace()
+    digits = pre_tokenizers.Digits(individual_digits=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([words, digits]) if split_digits else words
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
     tokenizer.train_from_iterator(sorted(set(captions)), trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
@@ -101,6 +105,7 @@ def write_text_encoder_folder(
     vocab_size: int = 512,
     max_length: int = 32,
     seed: int = 0,
+    split_digits: bool = False,
 ) -> Path:
     """Write the folder; `width` must be the one the model config's prompt conditioner names."""
     from safetensors.torch import save_file
@@ -109,7 +114,7 @@ def write_text_encoder_folder(
         check_int(name, value, low=1)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_caption_tokenizer(captions, vocab_size)
+    tokenizer = train_caption_tokenizer(captions, vocab_size, split_digits)
     vocab = tokenizer.get_vocab_size()
     tokenizer.save(str(folder / "tokenizer.json"))
     special = {
