@@ -72,7 +72,8 @@ def _model_flags(m: argparse._ArgumentGroup) -> None:
     )
     m.add_argument("--device", default=None, help="cuda / mps / cpu (default: the best available)")
     m.add_argument("--no-half", action="store_true", help="float32 on CUDA instead of float16")
-    m.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude")
+    pad = "padded latents: left out of the softmax, or the reference's CPU way (zeroed values)"
+    m.add_argument("--attention-padding", choices=["exclude", "reference_cpu"], default="exclude", help=pad)
 
 
 def _generation_flags(g: argparse._ArgumentGroup) -> None:
@@ -80,12 +81,12 @@ def _generation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--negative-prompt", nargs="+", default=None, help="one, or one per batch item")
     longest = "default: 30, at most the model's maximum"
     g.add_argument("--duration", type=float, nargs="+", help=f"seconds: one, or one per item ({longest})")
-    g.add_argument("--steps", type=int, default=8)
+    g.add_argument("--steps", type=int, default=8, help="sampling steps")
     model_default = "default: the model's generation_config.json, else"
     g.add_argument("--cfg-scale", type=float, default=None, help=f"{model_default} 1 (try 7 on -base models)")
     pair = {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}
     g.add_argument("--cfg-interval", **pair, help=f"noise levels guided ({model_default} 0 1)")
-    g.add_argument("--apg-scale", type=float, default=1.0)
+    g.add_argument("--apg-scale", type=float, default=1.0, help="1: adaptive projected guidance, 0: CFG")
     g.add_argument(
         "--sampler", choices=["pingpong", "euler", "dpmpp"], default=None, help="default: the checkpoint's"
     )
@@ -95,9 +96,9 @@ def _generation_flags(g: argparse._ArgumentGroup) -> None:
 
 
 def _editing_flags(e: argparse._ArgumentGroup) -> None:
-    e.add_argument("--init-audio", default=None, metavar="PATH")
+    e.add_argument("--init-audio", default=None, metavar="PATH", help="audio-to-audio source")
     e.add_argument("--init-noise-level", type=float, default=0.9, help="with --init-audio: 1 = new audio")
-    e.add_argument("--inpaint-audio", default=None, metavar="PATH")
+    e.add_argument("--inpaint-audio", default=None, metavar="PATH", help="source to inpaint or continue")
     e.add_argument(
         "--inpaint-start",
         type=float,
@@ -107,9 +108,11 @@ def _editing_flags(e: argparse._ArgumentGroup) -> None:
         metavar="SECONDS",
         help="region starts (several values or repeats = several regions)",
     )
-    e.add_argument("--inpaint-end", type=float, nargs="+", action="extend", default=None, metavar="SECONDS")
+    ends = {"nargs": "+", "action": "extend", "metavar": "SECONDS", "help": "region ends, one per start"}
+    e.add_argument("--inpaint-end", type=float, default=None, **ends)
     d = e.add_mutually_exclusive_group()
-    d.add_argument("--chunked-decode", dest="chunked_decode", action="store_true", default=None)
+    chunk = "decode in chunks (less memory; default: the checkpoint's setting)"
+    d.add_argument("--chunked-decode", dest="chunked_decode", action="store_true", default=None, help=chunk)
     d.add_argument("--no-chunked-decode", dest="chunked_decode", action="store_false")
 
 
