@@ -47,6 +47,17 @@ def test_same_seed_same_audio_and_random_seed_is_recorded(model: StableAudioMode
     assert torch.equal(c, d)
 
 
+def test_no_duration_means_30_s_or_the_longest_the_call_allows(model: StableAudioModel) -> None:
+    assert model.default_duration == 30.0 < model.max_duration
+    latents = model.generate("x", steps=1, seed=0, return_latents=True, progress=False)
+    assert model.last_record.durations == [30.0]
+    short = model.generate("x", steps=1, seed=0, sample_size=4096, return_latents=True, progress=False)
+    assert model.last_record.durations == [4096 / model.sample_rate] and short.shape[-1] < latents.shape[-1]
+    demo = StableAudioModel.from_pretrained("demo", device="cpu")
+    assert demo.default_duration == demo.max_duration < 30
+    demo.check_arguments(prompt="rain")  # 30 s would be refused
+
+
 def test_record_holds_settings_and_timings(model: StableAudioModel) -> None:
     with pytest.warns(UserWarning, match="durations differ"):
         model.generate(

@@ -12,11 +12,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 
 from stable_audio_3.devices import as_out_of_memory, resolve_device, resolve_dtype
-from stable_audio_3.errors import (
-    ArgumentTypeError,
-    ArgumentValueError,
-    NonFiniteOutputError,
-)
+from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError
 from stable_audio_3.generation_config import fill_defaults, folder_generation_config
 from stable_audio_3.lora.stack import LoRAStack
 from stable_audio_3.models.attention import PADDING_MODES
@@ -35,7 +31,7 @@ from stable_audio_3.pipeline.cudagraphs import StepGraphs
 from stable_audio_3.pipeline.engine import Components
 from stable_audio_3.pipeline.engine import generate as run_generation
 from stable_audio_3.pipeline.record import GenerationRecord
-from stable_audio_3.pipeline.request import GenerationRequest
+from stable_audio_3.pipeline.request import GenerationRequest, default_duration
 from stable_audio_3.pipeline.samplers import StepInfo
 
 __all__ = ["StableAudioModel"]
@@ -126,6 +122,10 @@ class StableAudioModel:
     @property
     def max_duration(self) -> float:
         return self.config.max_duration
+
+    @property
+    def default_duration(self) -> float:
+        return default_duration(self.config)
 
     @property
     def dit(self) -> DiffusionTransformer:
@@ -307,7 +307,7 @@ class StableAudioModel:
         self,
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
-        duration: float | Sequence[float] = 30.0,
+        duration: float | Sequence[float] | None = None,
         steps: int = 8,
         cfg_scale: float | None = None,
         seed: int | Sequence[int] | None = -1,
@@ -340,9 +340,9 @@ class StableAudioModel:
     ) -> torch.Tensor:
         """Generate audio (B, 2, samples) float32 in [-1, 1], or latents with `return_latents`.
 
-        Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` and `seed` (one random
-        stream per item: item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a random
-        seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
+        Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` (None: 30 s, at most
+        the maximum) and `seed` (item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a
+        random seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
         `cfg_scale` / `cfg_interval` None: the folder's `generation_config.json`, else 1.0 / (0, 1).
         `callback(StepInfo)` runs after every sampler step; `cancel` (an Event or a callable) aborts
         with `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
@@ -380,13 +380,6 @@ class StableAudioModel:
                 raise oom from None
             finally:
                 self.lora.reset_levels()
-        if not torch.isfinite(output).all():
-            what = "latents" if request.return_latents else "audio"
-            raise NonFiniteOutputError(
-                f"the generated {what} contain NaN or infinite values: the checkpoint weights (or a LoRA) "
-                f"may be corrupt, or the computation overflowed in {str(self.dtype).removeprefix('torch.')} "
-                f"(try dtype='float32' or a lower cfg_scale, now {request.guidance.cfg_scale})"
-            )
         self.last_record = record
         return output
 

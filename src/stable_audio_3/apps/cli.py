@@ -379,8 +379,8 @@ def _run(args: argparse.Namespace) -> int:
         say(f"step {info.step + 1}/{info.steps}" + ("; decoding" if info.step + 1 == info.steps else ""))
 
     model = load_model(args, say)
-    if arguments["duration"] is None:  # 30 s, within what the checkpoint can make in one go
-        arguments["duration"] = 30.0 if args.long else min(30.0, model.max_duration)
+    if arguments["duration"] is None:  # 30 s, at most what the checkpoint makes in one go (but --long)
+        arguments["duration"] = 30.0 if args.long else model.default_duration
     if args.long:
         return run_long(args, model, arguments, plan, say, file_record) or 0
     audio = model.generate(**arguments, progress=tty, callback=None if tty else step_line)

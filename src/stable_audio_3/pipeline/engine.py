@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from stable_audio_3.errors import NonFiniteOutputError
 from stable_audio_3.models.conditioners import NumberConditioner, PromptConditioner
 from stable_audio_3.models.dit import DiffusionTransformer
 from stable_audio_3.models.same import SAMEAutoencoder
@@ -103,12 +104,24 @@ def generate(c: Components, request: GenerationRequest) -> tuple[torch.Tensor, G
     )
     if request.return_latents:
         record.timings = clock.total()
-        return latents, record
+        return check_finite(latents, request, c.dtype), record
     t0 = time.perf_counter()
     audio = decode(c, request, latents, lengths, generator)  # 7. audio
     clock.stage("decoding", t0)
     record.timings = clock.total()
-    return audio, record
+    return check_finite(audio, request, c.dtype), record
+
+
+def check_finite(output: torch.Tensor, request: GenerationRequest, dtype: torch.dtype) -> torch.Tensor:
+    """`output`, or a NonFiniteOutputError saying what may have overflowed: never NaN audio."""
+    if not torch.isfinite(output).all():
+        what = "latents" if request.return_latents else "audio"
+        raise NonFiniteOutputError(
+            f"the generated {what} contain NaN or infinite values: the checkpoint weights (or a LoRA) "
+            f"may be corrupt, or the computation overflowed in {str(dtype).removeprefix('torch.')} "
+            f"(try dtype='float32' or a lower cfg_scale, now {request.guidance.cfg_scale})"
+        )
+    return output
 
 
 def plan(c: Components, request: GenerationRequest, durations: tuple[float, ...] | None = None) -> Lengths:

@@ -43,7 +43,16 @@ __all__ = [
     "MAX_STEPS",
     "Canceller",
     "as_canceller",
+    "default_duration",
 ]
+
+DEFAULT_DURATION = 30.0  # seconds (official: 120, minutes of CPU time)
+
+
+def default_duration(cfg: ModelConfig) -> float:
+    """What `duration=None` asks for: 30 s, or the checkpoint's maximum if that is shorter."""
+    return min(DEFAULT_DURATION, cfg.max_duration)
+
 
 # The sampler each objective's checkpoints were made for.
 DEFAULT_SAMPLERS = {"rf_denoiser": "pingpong", "rectified_flow": "euler"}
@@ -188,8 +197,8 @@ def _prebuilt_mask(mask: Any, batch: int) -> torch.Tensor:
 
 
 def _durations(a: Mapping[str, Any], cfg: ModelConfig, batch: int) -> tuple[list[float], int]:
-    """Per-item durations (each at least one sample, at most the cap) and the sample cap."""
-    durations = per_item("duration", a["duration"], batch, float)
+    """Per-item durations (each at least one sample, at most the cap; None: 30 s or the cap) and
+    the sample cap."""
     max_samples = cfg.sample_size
     if a["sample_size"] is not None:
         ae = cfg.pretransform.autoencoder
@@ -201,6 +210,8 @@ def _durations(a: Mapping[str, Any], cfg: ModelConfig, batch: int) -> tuple[list
             )
     _check_position_table(cfg, max_samples)
     rate = cfg.sample_rate
+    duration = min(DEFAULT_DURATION, max_samples / rate) if a["duration"] is None else a["duration"]
+    durations = per_item("duration", duration, batch, float)
     for d in durations:
         check_number("duration", d, low=0.0, low_open=True, high=max_samples / rate)
         if int(d * rate) < 1:

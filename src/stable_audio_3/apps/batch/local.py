@@ -46,7 +46,7 @@ def run_group(
 
     for item in group:  # no duration asked: 30 s, or the checkpoint's maximum if that is shorter
         if item.arguments["duration"] is None:
-            item.arguments["duration"] = min(30.0, model.max_duration)
+            item.arguments["duration"] = model.default_duration
     try:
         audio = model.generate(**merged_arguments(group), progress=False)  # uncut: cut per item below
     except (StableAudioError, RuntimeError, MemoryError) as err:

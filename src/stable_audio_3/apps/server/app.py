@@ -107,7 +107,7 @@ class Api:
         try:
             data, uploads = await _read_submission(request)
             body = GenerationBody.model_validate(data)
-            spec = build_spec(body, uploads, self.scheduler.lora_names, self.model.max_duration)
+            spec = build_spec(body, uploads, self.scheduler.lora_names, self.model.default_duration)
             await asyncio.to_thread(self.model.check_arguments, **spec.generate_arguments())
         except ValidationError as err:
             detail = [

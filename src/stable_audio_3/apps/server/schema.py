@@ -193,7 +193,7 @@ def _items(body: GenerationBody, default_duration: float) -> list[Item]:
 
 
 def build_spec(
-    body: GenerationBody, uploads: dict[str, bytes], lora_names: list[str], max_duration: float
+    body: GenerationBody, uploads: dict[str, bytes], lora_names: list[str], default_duration: float
 ) -> JobSpec:
     """The job a body (and its multipart uploads) asks for, or a FieldError naming the field."""
     audio = {}
@@ -212,7 +212,7 @@ def build_spec(
     shared = {k: getattr(body, k) for k in SHARED if getattr(body, k) is not None}
     if "cfg_interval" in shared:
         shared["cfg_interval"] = tuple(shared["cfg_interval"])
-    return JobSpec(_items(body, min(30.0, max_duration)), shared, dict(body.lora or {}), audio)
+    return JobSpec(_items(body, default_duration), shared, dict(body.lora or {}), audio)
 
 
 _NAME = re.compile(r"[a-z_]+")
