@@ -125,7 +125,7 @@ class StableAudioModel:
 
     @property
     def default_duration(self) -> float:
-        return default_duration(self.config)
+        return default_duration(self.max_duration)
 
     @property
     def dit(self) -> DiffusionTransformer:

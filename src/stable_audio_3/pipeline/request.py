@@ -49,9 +49,9 @@ __all__ = [
 DEFAULT_DURATION = 30.0  # seconds (official: 120, minutes of CPU time)
 
 
-def default_duration(cfg: ModelConfig) -> float:
-    """What `duration=None` asks for: 30 s, or the checkpoint's maximum if that is shorter."""
-    return min(DEFAULT_DURATION, cfg.max_duration)
+def default_duration(longest: float) -> float:
+    """What `duration=None` asks for: 30 s, or the longest the call allows if that is shorter."""
+    return min(DEFAULT_DURATION, longest)
 
 
 # The sampler each objective's checkpoints were made for.
@@ -210,7 +210,7 @@ def _durations(a: Mapping[str, Any], cfg: ModelConfig, batch: int) -> tuple[list
             )
     _check_position_table(cfg, max_samples)
     rate = cfg.sample_rate
-    duration = min(DEFAULT_DURATION, max_samples / rate) if a["duration"] is None else a["duration"]
+    duration = default_duration(max_samples / rate) if a["duration"] is None else a["duration"]
     durations = per_item("duration", duration, batch, float)
     for d in durations:
         check_number("duration", d, low=0.0, low_open=True, high=max_samples / rate)
