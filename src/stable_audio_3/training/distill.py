@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ class Trajectories:
         tensors = {f"noise.{i}": n.contiguous() for i, n in enumerate(self.noise)}
         tensors |= {f"endpoint.{i}": e.contiguous() for i, e in enumerate(self.endpoints)}
         fields = {k: json.dumps(getattr(self, k)) for k in ("seeds", "prompts", "durations", "valid")}
-        tmp = path.with_name(f".{path.name}.partial")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # every rank writes the same file
         save_file(tensors, str(tmp), fields)
         tmp.replace(path)
 
