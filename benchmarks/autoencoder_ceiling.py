@@ -34,11 +34,9 @@ def _reconstruct(ae: AutoencoderModel, wave: np.ndarray, rate: int) -> np.ndarra
 def _readings(row: dict, wave: np.ndarray, rate: int) -> dict:
     if row["kind"] == "drums":
         bpm = dm.tempo_bpm(wave, rate)
-        ok = any(abs(bpm - f * row["bpm"]) <= 0.05 * f * row["bpm"] for f in (0.5, 1, 2))
-        return {"tempo": bpm, "tempo_ok_octave": ok}
+        return {"tempo": bpm, "tempo_ok_octave": dm.tempo_right(bpm, row["bpm"], double_half=True)}
     midi = dm.pitch_midi(wave, rate)
-    ok = midi is not None and dm.semitones_apart(midi, row["root"], row["kind"] == "chord") <= 1
-    return {"pitch": midi, "pitch_ok": ok}
+    return {"pitch": midi, "pitch_ok": dm.pitch_right(midi, row["root"], row["kind"] == "chord")}
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ __all__ = [
     "seam_ratio",
     "spectrogram_png",
     "semitones_apart",
+    "pitch_right",
+    "tempo_right",
 ]
 
 
@@ -47,6 +49,17 @@ def semitones_apart(a: float, b: float, octave_free: bool = False) -> float:
     """|a - b| in semitones; `octave_free` compares pitch classes (for chord roots)."""
     d = abs(a - b)
     return min(d % 12, 12 - d % 12) if octave_free else d
+
+
+def pitch_right(midi: float | None, root: float, chord: bool) -> bool:
+    """Within a semitone of the named note (a chord's root by pitch class)."""
+    return midi is not None and semitones_apart(midi, root, chord) <= 1
+
+
+def tempo_right(bpm: float, target: float, double_half: bool = False) -> bool:
+    """Within 5 % of the named tempo (or, with `double_half`, of its double or half)."""
+    factors = (0.5, 1, 2) if double_half else (1,)
+    return any(abs(bpm - f * target) <= 0.05 * f * target for f in factors)
 
 
 def tempo_bpm(wave: np.ndarray, rate: int) -> float:

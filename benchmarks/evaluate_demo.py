@@ -63,13 +63,12 @@ def _measure(row: dict, wave: np.ndarray, rate: int, rule: dm.FamilyRule) -> dic
     if row["kind"] in PITCHED:
         midi = dm.pitch_midi(wave, rate)
         out["pitch"] = midi
-        chord = row["kind"] == "chord"
-        out["pitch_ok"] = midi is not None and dm.semitones_apart(midi, row["root"], chord) <= 1
+        out["pitch_ok"] = dm.pitch_right(midi, row["root"], row["kind"] == "chord")
     if row["kind"] == "drums":
         bpm = dm.tempo_bpm(wave, rate)
         out["tempo"] = bpm
-        out["tempo_ok"] = abs(bpm - row["bpm"]) <= 0.05 * row["bpm"]
-        out["tempo_ok_octave"] = any(abs(bpm - f * row["bpm"]) <= 0.05 * f * row["bpm"] for f in (0.5, 1, 2))
+        out["tempo_ok"] = dm.tempo_right(bpm, row["bpm"])
+        out["tempo_ok_octave"] = dm.tempo_right(bpm, row["bpm"], double_half=True)
     return out
 
 

@@ -43,6 +43,14 @@ def test_silence_has_no_pitch_and_pitch_classes_wrap() -> None:
     assert dm.semitones_apart(59.6, 48.0) == pytest.approx(11.6)
 
 
+def test_the_rules_that_count_a_reading_right() -> None:
+    assert dm.pitch_right(60.9, 60, chord=False) and not dm.pitch_right(72.0, 60, chord=False)
+    assert dm.pitch_right(48.0, 60, chord=True) and not dm.pitch_right(None, 60, chord=True)
+    assert dm.tempo_right(104.9, 100) and not dm.tempo_right(105.2, 100)
+    assert dm.tempo_right(200.0, 100, double_half=True) and not dm.tempo_right(200.0, 100)
+    assert dm.tempo_right(51.0, 100, double_half=True) and not dm.tempo_right(150.0, 100, double_half=True)
+
+
 @pytest.mark.parametrize("bpm", [90, 120])
 def test_tempo_of_a_click_track(bpm: float) -> None:
     assert abs(dm.tempo_bpm(_clicks(bpm), RATE) - bpm) <= 0.05 * bpm
