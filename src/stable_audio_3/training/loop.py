@@ -336,16 +336,18 @@ class Optimisation:
 class Reporter:
     """A stage's progress: one metrics line per step (rank 0) and a progress bar showing `shown`."""
 
-    def __init__(self, out: Path, cfg: Any, rank: int, start: int, desc: str, shown: tuple[str, ...]) -> None:
+    def __init__(
+        self, out: Path, cfg: Any, rank: int, start: int, desc: str, shown: tuple[str, ...], total: int = 0
+    ) -> None:
         self.log = MetricsLog(out, enabled=rank == 0, tensorboard=cfg.tensorboard)
-        self.bar = progress_bar(cfg.progress and rank == 0, cfg.steps, start, desc)
+        self.bar = progress_bar(cfg.progress and rank == 0, total or cfg.steps, start, desc)
         self.shown = shown
 
     def step(self, step: int, **values: float) -> None:
         self.log.write(step, **values)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({k: f"{values[k]:.4f}" for k in self.shown})
+            self.bar.set_postfix({k: f"{values[k]:.4f}" for k in self.shown if k in values})
 
     def close(self) -> None:
         if self.bar is not None:

@@ -50,6 +50,7 @@ class PostTrainConfig(DiTRunOptions):
     duration: float = 10.0
     lr: float = 1e-5
     lr_discriminator: float = 1e-4
+    discriminator_warmup: int = 0  # steps training only the discriminator before the generator's steps
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     contrastive_weight: float = 1.0
@@ -64,6 +65,9 @@ class PostTrainConfig(DiTRunOptions):
     HELP: ClassVar[dict[str, str]] = {
         "model": "stage-2 (or stage-1) checkpoint: generator start and discriminator trunk",
         "lr_discriminator": "learning rate of the discriminator's head (and trunk with --train-trunk)",
+        "discriminator_warmup": "steps that train only the discriminator, before the generator's `steps`, "
+        "so the generator's first updates follow a discriminator that already tells real from generated "
+        "(its head starts random)",
         "contrastive_weight": "weight of the matched-vs-mismatched prompt loss",
         "audio_weight": "weight of a generator term on audio: the multi-resolution STFT distance of its "
         "decoded one-step estimate to the decoded real latents (not in the paper; it makes latent frames "
@@ -75,6 +79,7 @@ class PostTrainConfig(DiTRunOptions):
         super().__post_init__()
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_int(name, getattr(self, name), low=1)
+        check_int("discriminator_warmup", self.discriminator_warmup, low=0)
         for name in ("lr", "lr_discriminator", "duration"):
             check_number(name, getattr(self, name), low=0.0, low_open=True)
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
@@ -226,16 +231,19 @@ def _optimisation(params, cfg, rank: int, world: int, path: Path) -> loop.Optimi
 
 
 def post_train(cfg: PostTrainConfig) -> Path:
-    """Run stage 3; returns the `rf_denoiser` checkpoint folder (`<output>/checkpoint`)."""
+    """Run stage 3; returns the `rf_denoiser` checkpoint folder (`<output>/checkpoint`).
+
+    The first `discriminator_warmup` steps update the discriminator only; metrics count every step."""
     run = _setup(cfg)
-    model, g = run.model, run.generator
+    model, g, d = run.model, run.generator, run.discriminator
     shift = training_shift(model)
     ratio = model.config.pretransform.autoencoder.downsampling_ratio
     max_frames = max(1, int(cfg.duration * model.sample_rate) // ratio)
-    report = loop.Reporter(run.out, cfg, run.rank, g.step, "post-training", ("loss_d", "loss_g"))
+    total = cfg.discriminator_warmup + cfg.steps
+    report = loop.Reporter(run.out, cfg, run.rank, d.step, "post-training", ("loss_d", "loss_g"), total)
     model.networks.dit.train()
     try:
-        while g.step < cfg.steps:
+        while d.step < total:
             batch = sample_batch(
                 run.clips,
                 run.latents,
@@ -248,10 +256,13 @@ def post_train(cfg: PostTrainConfig) -> Path:
             )
             with loop.autocast(cfg.precision, model.device):
                 weights = (cfg.contrastive_weight, cfg.audio_weight)
-                values = _step(model, run.disc, batch, (g, run.discriminator), shift, weights)
-            report.step(g.step, **values, **g.logged)
-            sampling = bool(cfg.sample_prompts) and due(g.step, cfg.steps, cfg.sample_every)
-            if sampling or g.step % cfg.checkpoint_every == 0 or g.step == cfg.steps:
+                train_generator = d.step >= cfg.discriminator_warmup
+                values = _step(model, run.disc, batch, (g, d), shift, weights, train_generator)
+            report.step(d.step, **values, **g.logged)
+            sampling = (
+                train_generator and bool(cfg.sample_prompts) and due(g.step, cfg.steps, cfg.sample_every)
+            )
+            if sampling or d.step % cfg.checkpoint_every == 0 or d.step == total:
                 _save(run)  # samples are made from the saved checkpoint
             if sampling and run.rank == 0:
                 _samples(run)
@@ -275,11 +286,13 @@ def _save(run: _Run) -> None:
     loop.save_and_write(run.rank, run.fsdp, save, averaged, run.model.networks, write)
 
 
-def _step(model, disc, batch, runs, shift, weights: tuple[float, float]) -> dict[str, float]:
-    """One discriminator update, then one generator update against the updated discriminator.
-    `runs`: the generator's and the discriminator's optimisation; `weights`: contrastive, audio."""
+def _step(model, disc, batch, runs, shift, weights: tuple[float, float], train_generator: bool = True):
+    """One discriminator update, then (unless warming the discriminator up) one generator update
+    against the updated discriminator. `runs`: the generator's and the discriminator's optimisation;
+    `weights`: contrastive, audio. Returns the step's logged values."""
     (gen_run, d_run), (weight, audio_weight) = runs, weights
-    fake, valid, _ = _denoise(model, batch, gen_run.gen, shift)
+    with torch.set_grad_enabled(train_generator):
+        fake, valid, _ = _denoise(model, batch, gen_run.gen, shift)
     b = len(batch.prompts)
     trunk = disc.trunk_model[0]  # the discriminator conditions with its own (frozen) conditioners
     cond = trunk.condition(batch.prompts, None, batch.seconds)
@@ -288,9 +301,10 @@ def _step(model, disc, batch, runs, shift, weights: tuple[float, float]) -> dict
     noise = torch.randn(fake.shape, generator=gen_run.gen).to(fake.device)
     real_n, fake_n = _renoise(batch.latents, t_d, noise), _renoise(fake, t_d, noise)
     loss_d, contrast = _discriminator_loss(disc, real_n, fake_n.detach(), t_d, cond, rolled, valid, weight)
-    value_d = d_run.apply(loss_d)
+    values = {"loss_d": d_run.apply(loss_d), "contrastive": float(contrast.detach())}
+    if not train_generator:
+        return values
     loss_g = _generator_loss(disc, real_n, fake_n, t_d, cond, rolled, valid, weight)
-    values = {"loss_d": value_d, "contrastive": float(contrast.detach())}
     if audio_weight > 0:
         audio = decoded_audio_loss(model, fake, batch.latents, valid)
         loss_g = loss_g + audio_weight * audio
