@@ -35,10 +35,22 @@ def _everywhere(audio: torch.Tensor, rate: int) -> np.ndarray:
     return np.array([_seam_ratio(audio, [s], rate) for s in range(rate // 50, audio.shape[-1], rate // 100)])
 
 
+def _unjoined(model: StableAudioModel, prompt: str, seeds: range, at: tuple[float, float]) -> np.ndarray:
+    """The seam measure at the window positions where the joins fall (the crossfade's start in the
+    outgoing window, its end in the incoming one), in plain windows that have no join there."""
+    rate = model.sample_rate
+    out = []
+    for seed in seeds:
+        plain = model.generate(prompt, duration=model.max_duration, seed=seed, progress=False, **FAST)[0]
+        out += [_seam_ratio(plain, [int(t * rate)], rate) for t in at]
+    return np.array(out)
+
+
 def test_five_times_the_maximum_with_seamless_joins(model: StableAudioModel) -> None:
     rate, window, overlap, crossfade = model.sample_rate, model.max_duration, 2.56, 1.28
     total = 5 * model.max_duration
-    audio = generate_long(model, "drum kit, rock beat, 120 BPM", total, seed=1, overlap=overlap, **FAST)
+    prompt = "drum kit, rock beat, 120 BPM"
+    audio = generate_long(model, prompt, total, seed=1, overlap=overlap, **FAST)
     assert audio.shape == (2, int(total * rate)) and torch.isfinite(audio).all()
     step = int(window * rate) - int(overlap * rate)
     seams = []
@@ -50,10 +62,13 @@ def test_five_times_the_maximum_with_seamless_joins(model: StableAudioModel) -> 
     assert len(seams) >= 8
     at_seams = np.array([_seam_ratio(audio, [s], rate) for s in seams])
     around = _everywhere(audio, rate)
-    # No seam rougher than the roughest 1 % of the output, and the seams typical: a drum hit may fall
-    # on a seam, a click or a jump at every join would not pass (README: the figures measured).
+    # No seam rougher than the roughest 1 % of the output (a click or a jump at a join would be).
     assert at_seams.max() <= np.percentile(around, 99), (at_seams.max(), np.percentile(around, 99))
-    assert np.median(at_seams) <= 1.5 * np.median(around), (np.median(at_seams), np.median(around))
+    # The seams typical of those window positions: the model's beat is locked to a window's start,
+    # so a drum hit falls at 2.56 s of every window, joined or not (the demo model: 2.7-3.6 x the
+    # median there in plain windows); what a join adds is measured against plain windows.
+    control = _unjoined(model, prompt, range(1, 6), (window - crossfade, overlap))
+    assert np.median(at_seams) <= 1.5 * np.median(control), (np.median(at_seams), np.median(control))
 
 
 def test_chunks_stay_bounded_however_long(model: StableAudioModel) -> None:
