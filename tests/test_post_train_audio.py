@@ -63,11 +63,3 @@ def test_post_training_with_the_audio_term_logs_it_and_moves_the_generator(
     dit = [k for k in a if k.startswith("model.")]
     assert dit and any(not torch.equal(a[k], b[k]) for k in dit)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("pretransform."))  # autoencoder untouched
-
-
-def test_the_demo_models_audio_stage_config_is_a_valid_post_training_run() -> None:
-    from stable_audio_3.training.configs import read_toml
-
-    path = Path(__file__).resolve().parents[1] / "configs" / "demo" / "post_train_audio.toml"
-    cfg = PostTrainConfig(**read_toml(path))
-    assert cfg.audio_weight > 0 and cfg.model == "demo_runs/post_train/checkpoint"
