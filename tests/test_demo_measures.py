@@ -85,3 +85,21 @@ def test_spectrogram_image(tmp_path: Path) -> None:
     path = dm.spectrogram_png(tmp_path / "s.png", [_tone(60), _tone(64)], RATE, ["a", "b"], [(1, 0.5, 1.0)])
     image = Image.open(path)
     assert image.size == (2 * 120 + 10, 222)
+
+
+def test_draws_keep_the_headline_seed_and_count_each_draw():
+    import evaluate_demo as ev
+
+    # Draw 0 is the headline draw: prompt i at seed + i, as before the option existed.
+    assert [ev.draw_seed(3, i, 0) for i in range(3)] == [3, 4, 5]
+    seeds = {ev.draw_seed(0, i, k) for i in range(200) for k in range(4)}
+    assert len(seeds) == 800  # no prompt of one draw shares a seed with another draw's
+    draws = [
+        [{"pitch_ok": True}, {"pitch_ok": False}, {"tempo_ok": True, "family_ok": True}],
+        [{"pitch_ok": True}, {"pitch_ok": True}, {"tempo_ok": False, "family_ok": True}],
+    ]
+    out = ev.over_draws(draws)
+    assert out["pitch_ok"]["ok_per_draw"] == [1, 2] and out["pitch_ok"]["n"] == 2
+    assert out["pitch_ok"]["mean_ok"] == 1.5 and out["pitch_ok"]["mean_rate"] == 0.75
+    assert out["tempo_ok"]["ok_per_draw"] == [1, 0] and out["family_ok"]["mean_rate"] == 1.0
+    assert out["tempo_ok_octave"]["n"] == 0
