@@ -235,6 +235,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "results" / "evaluate_demo.json")
     p.add_argument("--skip", nargs="*", default=[], choices=["prompts", "editing", "speed"])
     args = p.parse_args()
+    if args.draws < 1:
+        p.error(f"--draws must be at least 1, got {args.draws}")
     args.work = args.out.parent / "demo_examples"
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
