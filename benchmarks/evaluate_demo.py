@@ -221,7 +221,8 @@ def main() -> None:
     p.add_argument(
         "--cfg-scale", type=float, default=None, help="guidance (default: the model's generation_config.json)"
     )
-    p.add_argument("--apg-scale", type=float, default=1.0, help="1: pure APG, 0: vanilla CFG")
+    apg = "1: pure APG, 0: plain CFG (default: as --cfg-scale)"
+    p.add_argument("--apg-scale", type=float, default=None, help=apg)
     p.add_argument(
         "--cfg-interval", type=float, nargs=2, default=None, help="noise levels guided (as --cfg-scale)"
     )
@@ -241,8 +242,8 @@ def main() -> None:
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
     report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
-    given = {"cfg_scale": args.cfg_scale, "cfg_interval": args.cfg_interval}
-    report.update(fill_defaults(given, model.generation_defaults), apg_scale=args.apg_scale)
+    given = {"cfg_scale": args.cfg_scale, "cfg_interval": args.cfg_interval, "apg_scale": args.apg_scale}
+    report.update(fill_defaults(given, model.generation_defaults))
     if "speed" not in args.skip:
         report["speed"] = speed(model, args)
     if "prompts" not in args.skip:

@@ -141,6 +141,7 @@ def _check_output(model: StableAudioModel, args: dict[str, Any], out: torch.Tens
         return
     assert out.shape[1] == 2 and out.abs().max() <= 1.0
     durations = args["duration"] if isinstance(args["duration"], list) else [args["duration"]]
+    durations = [model.default_duration if d is None else d for d in durations]  # None: the default
     longest = int(max(durations) * SR)
     if len(set(durations)) == 1:
         assert out.shape[2] == longest

@@ -24,7 +24,7 @@ from stable_audio_3.generation_config import (
 )
 from stable_audio_3.training import ExportConfig, export_checkpoint
 
-RECOMMENDED = {"cfg_scale": 2.5, "cfg_interval": [0.5, 1.0]}
+RECOMMENDED = {"cfg_scale": 2.5, "cfg_interval": [0.5, 1.0], "apg_scale": 0.5}
 ARGS = {"prompt": "lofi", "duration": 1.0, "steps": 3, "seed": 3, "progress": False}
 
 
@@ -54,6 +54,9 @@ def recommended_model(tmp_path_factory: pytest.TempPathFactory) -> StableAudioMo
         ({"cfg_interval": [0.0, 2.0]}, "cfg_interval"),
         ({"cfg_interval": [0.5]}, "cfg_interval"),
         ({"cfg_interval": "0.5 1"}, "cfg_interval"),
+        ({"apg_scale": 1.5}, "apg_scale"),
+        ({"apg_scale": -0.1}, "apg_scale"),
+        ({"apg_scale": None}, "apg_scale"),
     ],
 )
 def test_bad_recommendations_name_the_file_and_the_key(data: object, message: str) -> None:
@@ -62,13 +65,15 @@ def test_bad_recommendations_name_the_file_and_the_key(data: object, message: st
     assert "/x/generation_config.json" in str(info.value)
 
 
-@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 20))
-def test_valid_recommendations_read_back_as_floats(a: float, b: float, scale: float) -> None:
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 20), st.floats(0, 1))
+def test_valid_recommendations_read_back_as_floats(a: float, b: float, scale: float, apg: float) -> None:
     lo, hi = sorted((a, b))
-    got = parse_generation_config({"cfg_scale": scale, "cfg_interval": [lo, hi]}, "f")
-    assert got == {"cfg_scale": scale, "cfg_interval": (lo, hi)}
-    filled = fill_defaults({"cfg_scale": None, "cfg_interval": (0.1, 0.2)}, got)
-    assert filled == {"cfg_scale": scale, "cfg_interval": (0.1, 0.2)}  # what the caller gave stays
+    got = parse_generation_config({"cfg_scale": scale, "cfg_interval": [lo, hi], "apg_scale": apg}, "f")
+    assert got == {"cfg_scale": scale, "cfg_interval": (lo, hi), "apg_scale": apg}
+    filled = fill_defaults({"cfg_scale": None, "cfg_interval": (0.1, 0.2), "apg_scale": None}, got)
+    assert filled == {"cfg_scale": scale, "cfg_interval": (0.1, 0.2), "apg_scale": apg}  # given stays
+    official = fill_defaults({"cfg_scale": None, "cfg_interval": None, "apg_scale": None}, {})
+    assert official == {"cfg_scale": 1.0, "cfg_interval": (0.0, 1.0), "apg_scale": 1.0}
 
 
 def test_unreadable_file_is_a_checkpoint_error(tmp_path: Path) -> None:
@@ -84,16 +89,21 @@ def test_official_folders_keep_the_official_defaults() -> None:
     assert model.generation_defaults == {}
     model.generate(**ARGS)
     assert (model.last_record.cfg_scale, model.last_record.cfg_interval) == (1.0, [0.0, 1.0])
+    assert model.last_record.apg_scale == 1.0
 
 
 def test_generate_uses_the_folder_recommendation_unless_told(recommended_model: StableAudioModel) -> None:
     m = recommended_model
     default = m.generate(**ARGS)
-    assert (m.last_record.cfg_scale, m.last_record.cfg_interval) == (2.5, [0.5, 1.0])
-    assert torch.equal(default, m.generate(**ARGS, cfg_scale=2.5, cfg_interval=(0.5, 1.0)))
+    record = m.last_record
+    assert (record.cfg_scale, record.cfg_interval, record.apg_scale) == (2.5, [0.5, 1.0], 0.5)
+    assert torch.equal(default, m.generate(**ARGS, cfg_scale=2.5, cfg_interval=(0.5, 1.0), apg_scale=0.5))
     unguided = m.generate(**ARGS, cfg_scale=1.0)
     assert (m.last_record.cfg_scale, m.last_record.cfg_interval) == (1.0, [0.5, 1.0])
     assert not torch.equal(default, unguided)  # the recommendation changes the audio
+    pure_apg = m.generate(**ARGS, apg_scale=1.0)
+    assert (m.last_record.cfg_scale, m.last_record.apg_scale) == (2.5, 1.0)
+    assert not torch.equal(default, pure_apg)  # and so does its apg_scale
     m.check_arguments(**ARGS)  # a server's acceptance check resolves the same way
     with pytest.raises(ValueError, match="cfg_interval"):
         m.check_arguments(**ARGS, cfg_interval=(0.9, 0.1))
@@ -125,16 +135,18 @@ def test_cli_leaves_guidance_to_the_model_unless_given() -> None:
 
     parser = build_parser()
     _, left = check_generation(parser.parse_args(["-p", "x", "--duration", "1"]))
-    assert left["cfg_scale"] is None and left["cfg_interval"] is None
+    assert left["cfg_scale"] is None and left["cfg_interval"] is None and left["apg_scale"] is None
     argv = ["-p", "x", "--duration", "1", "--cfg-scale", "3", "--cfg-interval", "0.5", "1"]
+    argv += ["--apg-scale", "0"]
     _, given_args = check_generation(parser.parse_args(argv))
     assert given_args["cfg_scale"] == 3.0 and given_args["cfg_interval"] == (0.5, 1.0)
+    assert given_args["apg_scale"] == 0.0
 
 
 def test_the_ui_starts_its_cfg_controls_at_the_recommendation(recommended_model: StableAudioModel) -> None:
     from stable_audio_3.apps.ui_controls import _guidance_defaults
 
-    note, scale, interval = _guidance_defaults(recommended_model)
-    assert (scale, interval) == (2.5, (0.5, 1.0)) and "no effect" not in note
+    note, scale, interval, apg = _guidance_defaults(recommended_model)
+    assert (scale, interval, apg) == (2.5, (0.5, 1.0), 0.5) and "no effect" not in note
     official = StableAudioModel.from_pretrained(checkpoint_dir("A"), device="cpu")
-    assert _guidance_defaults(official)[1:] == (1.0, (0.0, 1.0))
+    assert _guidance_defaults(official)[1:] == (1.0, (0.0, 1.0), 1.0)

@@ -1,9 +1,10 @@
 """A checkpoint folder's recommended guidance: `generation_config.json`, our own optional file.
 
 Official checkpoints have none, so `generate()` keeps the official defaults for them (`cfg_scale`
-1.0, `cfg_interval` (0, 1)). A model that follows prompts best with other settings carries the file
-beside `model_config.json` (the demo model does: guidance over the high noise levels), and every
-caller that leaves those arguments out (the API, the CLI, the UI, the server) gets them.
+1.0, `cfg_interval` (0, 1), `apg_scale` 1.0). A model that follows prompts best with other settings
+carries the file beside `model_config.json` (the demo model does: guidance over the high noise
+levels), and every caller that leaves those arguments out (the API, the CLI, the UI, the server)
+gets them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from stable_audio_3.errors import ArgumentTypeError, ArgumentValueError, Checkpo
 FILENAME = "generation_config.json"
 
 # The official `generate()` defaults of the arguments a folder may recommend.
-OFFICIAL_DEFAULTS: dict[str, Any] = {"cfg_scale": 1.0, "cfg_interval": (0.0, 1.0)}
+OFFICIAL_DEFAULTS: dict[str, Any] = {"cfg_scale": 1.0, "cfg_interval": (0.0, 1.0), "apg_scale": 1.0}
 
 
 def parse_generation_config(data: Any, where: str) -> dict[str, Any]:
@@ -36,6 +37,8 @@ def parse_generation_config(data: Any, where: str) -> dict[str, Any]:
             out["cfg_scale"] = check_number("cfg_scale", data["cfg_scale"], low=0.0)
         if "cfg_interval" in data:
             out["cfg_interval"] = check_interval("cfg_interval", data["cfg_interval"])
+        if "apg_scale" in data:
+            out["apg_scale"] = check_number("apg_scale", data["apg_scale"], low=0.0, high=1.0)
     except (ArgumentTypeError, ArgumentValueError) as err:
         raise CheckpointError(f"{where}: {err}") from None
     return out

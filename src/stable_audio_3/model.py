@@ -313,7 +313,7 @@ class StableAudioModel:
         seed: int | Sequence[int] | None = -1,
         batch_size: int | None = None,
         *,
-        apg_scale: float = 1.0,
+        apg_scale: float | None = None,
         duration_padding_sec: float = 6.0,
         sample_size: int | None = None,
         chunked_decode: bool | None = None,
@@ -343,7 +343,8 @@ class StableAudioModel:
         Per-item lists are accepted for `prompt`, `negative_prompt`, `duration` (None: 30 s, at most
         the maximum) and `seed` (item i is what a batch-1 call with `seed[i]` makes). `seed=-1` draws a
         random seed; the one used is in `model.last_record.seed` (`.item_seeds` for a list).
-        `cfg_scale` / `cfg_interval` None: the folder's `generation_config.json`, else 1.0 / (0, 1).
+        `cfg_scale` / `cfg_interval` / `apg_scale` None: the folder's `generation_config.json`, else
+        1.0 / (0, 1) / 1.0 (`apg_scale` 1: adaptive projected guidance, 0: plain CFG).
         `callback(StepInfo)` runs after every sampler step; `cancel` (an Event or a callable) aborts
         with `GenerationCancelled`. `sigmas` overrides the schedule (steps + 1 values ending at 0, one
         row for all items or one per item). `sampling_shift` replaces the checkpoint's schedule shift

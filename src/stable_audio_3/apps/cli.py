@@ -86,7 +86,8 @@ def _generation_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--cfg-scale", type=float, default=None, help=f"{model_default} 1 (try 7 on -base models)")
     pair = {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}
     g.add_argument("--cfg-interval", **pair, help=f"noise levels guided ({model_default} 0 1)")
-    g.add_argument("--apg-scale", type=float, default=1.0, help="1: adaptive projected guidance, 0: CFG")
+    apg = "1: adaptive projected guidance, 0: plain CFG"
+    g.add_argument("--apg-scale", type=float, default=None, help=f"{apg} ({model_default} 1)")
     g.add_argument(
         "--sampler", choices=["pingpong", "euler", "dpmpp"], default=None, help="default: the checkpoint's"
     )

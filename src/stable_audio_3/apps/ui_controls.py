@@ -37,18 +37,20 @@ FIELDS = (
 )
 
 
-def _guidance_defaults(model: Any) -> tuple[str, float, tuple[float, float]]:
-    """The CFG controls' note and starting values: the folder's generation_config.json, if any."""
+def _guidance_defaults(model: Any) -> tuple[str, float, tuple[float, float], float]:
+    """The guidance controls' note and starting values (CFG scale, interval, APG scale): the folder's
+    generation_config.json, if any, else the official defaults."""
     recommended = model.generation_defaults
     note = ""
     if model.config.diffusion.objective == "rf_denoiser" and not recommended:
         note = " (post-trained checkpoints are distilled for CFG 1: no effect there)"
-    return note, recommended.get("cfg_scale", 1.0), recommended.get("cfg_interval", (0.0, 1.0))
+    cfg, interval = recommended.get("cfg_scale", 1.0), recommended.get("cfg_interval", (0.0, 1.0))
+    return note, cfg, interval, recommended.get("apg_scale", 1.0)
 
 
 def controls(gr: Any, model: Any) -> dict[str, Any]:
     """The official interface's controls, grouped as it groups them."""
-    note, cfg, (cfg_min, cfg_max) = _guidance_defaults(model)
+    note, cfg, (cfg_min, cfg_max), apg = _guidance_defaults(model)
     c: dict[str, Any] = {}
     c["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")
     c["negative_prompt"] = gr.Textbox(label="Negative prompt" + note, elem_id="negative_prompt")
@@ -74,7 +76,7 @@ def controls(gr: Any, model: Any) -> dict[str, Any]:
             c["cfg_max"] = gr.Number(value=cfg_max, label="CFG interval max")
             c["cfg_rescale"] = gr.Slider(0.0, 1.0, value=0.0, label="CFG rescale")
             c["cfg_norm_threshold"] = gr.Number(value=0.0, label="CFG norm threshold")
-            c["apg_scale"] = gr.Slider(0.0, 1.0, value=1.0, label="APG scale")
+            c["apg_scale"] = gr.Slider(0.0, 1.0, value=apg, label="APG scale")
             c["duration_padding"] = gr.Number(value=6.0, label="Duration padding (s)")
         c["schedule_shift"] = gr.Textbox(
             label='Schedule shift: empty = the checkpoint\'s, "none", or official options as JSON, '

@@ -104,7 +104,7 @@ class ExportConfig:
         "autoencoder": "autoencoder folder whose decoder replaces the model's (its encoder and "
         "bottleneck must be the model's own: `autoencoder --no-train-encoder`)",
         "generation_config": "JSON file of the guidance `generate()` uses when the caller gives none "
-        "(cfg_scale, cfg_interval), written into the folder as generation_config.json",
+        "(cfg_scale, cfg_interval, apg_scale), written into the folder as generation_config.json",
     }
 
     def __post_init__(self) -> None:
