@@ -4,6 +4,9 @@ seeds per window, streaming into a file, argument errors."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,7 +14,10 @@ import torch
 
 from stable_audio_3 import ArgumentTypeError, ArgumentValueError, StableAudioModel, generate_long, iter_long
 
-FAST = {"steps": 4, "duration_padding_sec": 0.0}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import longform_seams as seams  # noqa: E402  (the seam measures, shared with the README's figures)
+
+FAST = seams.FAST
 
 
 @pytest.fixture(scope="module")
@@ -19,56 +25,22 @@ def model() -> StableAudioModel:
     return StableAudioModel.from_pretrained("demo", device="cpu")
 
 
-def _seam_ratio(audio: torch.Tensor, seams: list[int], rate: int) -> float:
-    """RMS of the sample-to-sample difference in 40 ms around each seam over its median in 40 ms
-    frames everywhere: ~1 for a seamless join, large for a click or a jump."""
-    diff = audio.diff(dim=-1).pow(2).mean(0)
-    frame = int(0.04 * rate)
-    frames = diff[: diff.numel() // frame * frame].reshape(-1, frame).mean(-1).sqrt()
-    median = frames.median().clamp(min=1e-8)
-    at = [diff[max(0, s - frame // 2) : s + frame // 2].mean().sqrt() for s in seams]
-    return float(max(at) / median)
-
-
-def _everywhere(audio: torch.Tensor, rate: int) -> np.ndarray:
-    """The same measure centred every 10 ms across the whole output: how rough the audio itself is."""
-    return np.array([_seam_ratio(audio, [s], rate) for s in range(rate // 50, audio.shape[-1], rate // 100)])
-
-
-def _unjoined(model: StableAudioModel, prompt: str, seeds: range, at: tuple[float, float]) -> np.ndarray:
-    """The seam measure at the window positions where the joins fall (the crossfade's start in the
-    outgoing window, its end in the incoming one), in plain windows that have no join there."""
-    rate = model.sample_rate
-    out = []
-    for seed in seeds:
-        plain = model.generate(prompt, duration=model.max_duration, seed=seed, progress=False, **FAST)[0]
-        out += [_seam_ratio(plain, [int(t * rate)], rate) for t in at]
-    return np.array(out)
-
-
 def test_five_times_the_maximum_with_seamless_joins(model: StableAudioModel) -> None:
-    rate, window, overlap, crossfade = model.sample_rate, model.max_duration, 2.56, 1.28
-    total = 5 * model.max_duration
+    rate, total = model.sample_rate, 5 * model.max_duration
     prompt = "drum kit, rock beat, 120 BPM"
-    audio = generate_long(model, prompt, total, seed=1, overlap=overlap, **FAST)
+    audio = generate_long(model, prompt, total, seed=1, overlap=seams.OVERLAP, **FAST)
     assert audio.shape == (2, int(total * rate)) and torch.isfinite(audio).all()
-    step = int(window * rate) - int(overlap * rate)
-    seams = []
-    for k in range(1, 10):
-        start = k * step
-        if start + int(overlap * rate) >= audio.shape[-1]:
-            break
-        seams += [start + int((overlap - crossfade) * rate), start + int(overlap * rate)]
-    assert len(seams) >= 8
-    at_seams = np.array([_seam_ratio(audio, [s], rate) for s in seams])
-    around = _everywhere(audio, rate)
-    # No seam rougher than the roughest 1 % of the output (a click or a jump at a join would be).
-    assert at_seams.max() <= np.percentile(around, 99), (at_seams.max(), np.percentile(around, 99))
-    # The seams typical of those window positions: the model's beat is locked to a window's start,
+    points = seams.join_points(model, audio.shape[-1])
+    assert len(points) >= 8
+    at_joins = np.array([seams.roughness(audio, [p], rate) for p in points])
+    around = seams.roughness_everywhere(audio, rate)
+    # No join rougher than the roughest 1 % of the output (a click or a jump at a join would be).
+    assert at_joins.max() <= np.percentile(around, 99), (at_joins.max(), np.percentile(around, 99))
+    # The joins typical of those window positions: the model's beat is locked to a window's start,
     # so a drum hit falls at 2.56 s of every window, joined or not (the demo model: 2.7-3.6 x the
     # median there in plain windows); what a join adds is measured against plain windows.
-    control = _unjoined(model, prompt, range(1, 6), (window - crossfade, overlap))
-    assert np.median(at_seams) <= 1.5 * np.median(control), (np.median(at_seams), np.median(control))
+    control = seams.unjoined(model, prompt, range(1, 6))
+    assert np.median(at_joins) <= 1.5 * np.median(control), (np.median(at_joins), np.median(control))
 
 
 def test_chunks_stay_bounded_however_long(model: StableAudioModel) -> None:
