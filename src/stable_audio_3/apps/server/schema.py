@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from stable_audio_3 import MAX_BATCH_SIZE
 from stable_audio_3.apps.items import item_seeds
 
 __all__ = ["GenerationBody", "JobSpec", "Item", "FieldError", "build_spec", "AUDIO_FIELDS", "field_of"]
@@ -59,7 +60,9 @@ class GenerationBody(BaseModel):
     seed: StrictInt | list[StrictInt] | None = Field(
         None, description="-1/None: random; item k of a job with one seed gets seed + k"
     )
-    batch_size: StrictInt | None = None
+    batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] | None = Field(
+        None, description="items in the job (default: one per prompt)"
+    )
     apg_scale: Number | None = None
     duration_padding_sec: Number | None = None
     sampler: Literal["pingpong", "euler", "dpmpp"] | None = None
