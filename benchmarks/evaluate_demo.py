@@ -45,11 +45,9 @@ def _generate(model: StableAudioModel, row: dict, seed: int, args: argparse.Name
         row["caption"],
         duration=_duration(row),
         steps=args.steps,
-        cfg_scale=args.cfg_scale,
-        apg_scale=args.apg_scale,
-        cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
         seed=seed,
         progress=False,
+        **args.guidance,
     )
     return audio[0].numpy()
 
@@ -135,14 +133,15 @@ def _source(rate: int, seed: int, kind: str, seconds: float) -> dict:
     return next(r for r in rows if r["kind"] == kind)
 
 
-def _inpaint(model: StableAudioModel, caption: str, wave: torch.Tensor, starts, ends, seed: int, steps: int):
+def _inpaint(model: StableAudioModel, caption: str, wave: torch.Tensor, starts, ends, seed: int, args):
     """8 s regenerated where [starts, ends) say; a source shorter than 8 s is continued."""
     audio = model.generate(
         caption,
         duration=8.0,
-        steps=steps,
+        steps=args.steps,
         seed=seed,
         progress=False,
+        **args.guidance,
         inpaint_audio=(wave, model.sample_rate),
         inpaint_mask_start_seconds=starts,
         inpaint_mask_end_seconds=ends,
@@ -157,7 +156,7 @@ def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namesp
         wave = torch.from_numpy(src["wave"].T.copy())
         recon = ae.decode(ae.encode(wave, sample_rate=rate))[0, :, : wave.shape[-1]].numpy()
         starts, ends = [1.5, 5.0], [3.0, 6.5]
-        edited = _inpaint(model, src["caption"], wave, starts, ends, args.seed + j, args.steps)
+        edited = _inpaint(model, src["caption"], wave, starts, ends, args.seed + j, args)
         keep = np.ones(wave.shape[-1], bool)
         for s, e in zip(starts, ends, strict=True):
             keep[int(s * rate) : int(e * rate)] = False
@@ -182,7 +181,7 @@ def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namesp
             marks,
         )
         prefix = wave[:, : 4 * rate]
-        cont = _inpaint(model, src["caption"], prefix, 4.0, 8.0, args.seed + j, args.steps)
+        cont = _inpaint(model, src["caption"], prefix, 4.0, 8.0, args.seed + j, args)
         out["continuation"].append(
             {
                 "caption": src["caption"],
@@ -202,12 +201,13 @@ def editing(model: StableAudioModel, ae: AutoencoderModel, args: argparse.Namesp
 
 
 def speed(model: StableAudioModel, args: argparse.Namespace) -> dict:
-    model.generate("drum kit, rock beat, 120 BPM", duration=10.0, steps=args.steps, seed=0, progress=False)
+    fixed = {"duration": 10.0, "steps": args.steps, "progress": False, **args.guidance}
+    model.generate("drum kit, rock beat, 120 BPM", seed=0, **fixed)
     times = []
     for i in range(args.repeats):
         start = time.perf_counter()
         prompt = f"acoustic grand piano, C major chord {i}"  # a new prompt: no cached encoding
-        model.generate(prompt, duration=10.0, steps=args.steps, seed=i, progress=False)
+        model.generate(prompt, seed=i, **fixed)
         times.append(time.perf_counter() - start)
     return {"seconds_for_10s": float(np.median(times)), "all": times, "threads": torch.get_num_threads()}
 
@@ -242,8 +242,10 @@ def main() -> None:
     model = StableAudioModel.from_pretrained(args.model, device="cpu")
     ae = AutoencoderModel.from_pretrained(args.model, device="cpu")
     report = {"model": args.model, "host": platform.processor() or platform.machine(), "steps": args.steps}
-    given = {"cfg_scale": args.cfg_scale, "cfg_interval": args.cfg_interval, "apg_scale": args.apg_scale}
-    report.update(fill_defaults(given, model.generation_defaults))
+    interval = None if args.cfg_interval is None else tuple(args.cfg_interval)
+    given = {"cfg_scale": args.cfg_scale, "cfg_interval": interval, "apg_scale": args.apg_scale}
+    args.guidance = fill_defaults(given, model.generation_defaults)  # every generation below uses it
+    report.update(args.guidance)
     if "speed" not in args.skip:
         report["speed"] = speed(model, args)
     if "prompts" not in args.skip:
