@@ -27,19 +27,30 @@ OVERLAP, CROSSFADE = 2.56, 1.28
 PROMPTS = ("drum kit, rock beat, 120 BPM", "rain texture", "violin, A4 note")
 
 
-def roughness(audio: torch.Tensor, points: list[int], rate: int) -> float:
-    """The largest roughness at `points` (sample indices) of (channels, samples) audio."""
+def _profile(audio: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The squared sample-to-sample difference (channel mean), its median RMS in 40 ms frames, and
+    the frame length: computed once per output, then read at any point."""
     diff = audio.diff(dim=-1).pow(2).mean(0)
     frame = int(0.04 * rate)
     frames = diff[: diff.numel() // frame * frame].reshape(-1, frame).mean(-1).sqrt()
-    median = frames.median().clamp(min=1e-8)
-    at = [diff[max(0, s - frame // 2) : s + frame // 2].mean().sqrt() for s in points]
-    return float(max(at) / median)
+    return diff, frames.median().clamp(min=1e-8), frame
+
+
+def _at(profile: tuple[torch.Tensor, torch.Tensor, int], point: int) -> float:
+    diff, median, frame = profile
+    return float(diff[max(0, point - frame // 2) : point + frame // 2].mean().sqrt() / median)
+
+
+def roughness(audio: torch.Tensor, points: list[int], rate: int) -> float:
+    """The largest roughness at `points` (sample indices) of (channels, samples) audio."""
+    profile = _profile(audio, rate)
+    return max(_at(profile, p) for p in points)
 
 
 def roughness_everywhere(audio: torch.Tensor, rate: int) -> np.ndarray:
     """The same measure centred every 10 ms across the output: how rough the audio itself is."""
-    return np.array([roughness(audio, [s], rate) for s in range(rate // 50, audio.shape[-1], rate // 100)])
+    profile = _profile(audio, rate)
+    return np.array([_at(profile, p) for p in range(rate // 50, audio.shape[-1], rate // 100)])
 
 
 def join_points(model: StableAudioModel, length: int) -> list[int]:
