@@ -91,3 +91,19 @@ def test_drum_offsets_change_only_the_drum_audio(tmp_path: Path) -> None:
         # which the peak scaling then carries a little into the rest.
         r = np.corrcoef(a[1600:, 0], b[1600:, 0])[0, 1]
         assert (r < 0.5) if row["kind"] == "drums" else (r > 0.9999), (row["caption"], r)
+
+
+def test_low_notes_are_appended_in_each_instruments_lowest_octave(tmp_path: Path) -> None:
+    config = {"count": 20, "seed": 6, "progress": False}
+    plain = make_demo_data(DemoDataConfig(output=str(tmp_path / "plain"), **config))
+    more = make_demo_data(DemoDataConfig(output=str(tmp_path / "more"), low_notes=12, **config))
+    lines = more.read_text().splitlines()
+    assert len(lines) == 32 and lines[:20] == plain.read_text().splitlines()
+    for row in map(json.loads, lines[20:]):
+        low = 36 if row["program"] == 32 else 48
+        assert row["kind"] == "note" and low <= row["root"] < low + 12, row
+        params = {k: v for k, v in row.items() if k not in ("path", "caption", "kind", "seconds")}
+        assert not held_out("note", params) and row["caption"].endswith(" note")
+        assert np.abs(sf.read(str(more.parent / row["path"]))[0]).max() > 0.01
+    with pytest.raises(ValueError, match="low_notes"):
+        DemoDataConfig(low_notes=-1)

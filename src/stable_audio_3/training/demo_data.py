@@ -73,16 +73,19 @@ class DemoDataConfig:
     max_seconds: float = 10.0
     peak: float = 0.8  # every clip is scaled to this peak (the soundfont renders quietly)
     drum_offsets: bool = False
+    low_notes: int = 0
     progress: bool = True
 
     HELP: ClassVar[dict[str, str]] = {
         "output": "folder for <id>.wav + <id>.txt captions and manifest.jsonl",
         "count": "clips to write (held-out combinations are listed in the manifest, not written)",
         "drum_offsets": "start each drum pattern at a random point of its bar (default: on the downbeat)",
+        "low_notes": "extra single-note clips in each instrument's lowest octave, written after the others",
     }
 
     def __post_init__(self) -> None:
         check_int("count", self.count, low=1)
+        check_int("low_notes", self.low_notes, low=0)
         check_int("sample_rate", self.sample_rate, low=8000, high=48000)
         check_number("min_seconds", self.min_seconds, low=0.5)
         check_number("max_seconds", self.max_seconds, low=self.min_seconds)
@@ -167,12 +170,15 @@ class _Renderer:
         return np.concatenate(out).reshape(-1, 2)
 
 
-def _tonal(kind: str, rng: random.Random, seconds: float) -> tuple[dict[str, Any], str, list]:
-    """Parameters, caption and note events of a tonal clip."""
+def _tonal(
+    kind: str, rng: random.Random, seconds: float, octaves: int = 2
+) -> tuple[dict[str, Any], str, list]:
+    """Parameters, caption and note events of a tonal clip, its root in the instrument's lowest
+    `octaves` octaves."""
     program = rng.choice(list(INSTRUMENTS))
     name = INSTRUMENTS[program][0]
     low = 36 if program == 32 else 48
-    root = rng.randrange(low, low + 24)
+    root = rng.randrange(low, low + 12 * octaves)
     bpm = rng.randrange(60, 161, 10)
     beat = 60.0 / bpm
     params: dict[str, Any] = {"program": program, "root": root, "bpm": bpm}
@@ -260,6 +266,14 @@ def _draw(
     return kind, seconds, params, caption, events
 
 
+def _draw_low_note(rng: random.Random, cfg: DemoDataConfig) -> tuple[str, float, dict[str, Any], str, Any]:
+    """A single note in its instrument's lowest octave: the octave whose notes a model trained on
+    the usual mix reads an octave off most often (bass octave 2 is 3 % of the single notes)."""
+    seconds = round(rng.uniform(cfg.min_seconds, cfg.max_seconds), 2)
+    params, caption, events = _tonal("note", rng, seconds, octaves=1)
+    return "note", seconds, params, caption, events
+
+
 def draw_prompts(
     count: int, seed: int, split: str = "held_out", render: bool = False, **config: Any
 ) -> list[dict[str, Any]]:
@@ -299,11 +313,15 @@ def make_demo_data(cfg: DemoDataConfig) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     rng, phase = random.Random(cfg.seed), _phases(cfg)
+    low_rng = random.Random(f"{cfg.seed}-low-notes")  # own stream: the `count` clips do not change
     renderer = _Renderer(cfg.sample_rate)
-    rows, held = [], 0
-    bar = tqdm(total=cfg.count, desc="rendering demo clips", unit="clip", disable=not cfg.progress)
-    while len(rows) < cfg.count:
-        kind, seconds, params, caption, content = _draw(rng, cfg, phase)
+    rows, held, total = [], 0, cfg.count + cfg.low_notes
+    bar = tqdm(total=total, desc="rendering demo clips", unit="clip", disable=not cfg.progress)
+    while len(rows) < total:
+        if len(rows) < cfg.count:
+            kind, seconds, params, caption, content = _draw(rng, cfg, phase)
+        else:
+            kind, seconds, params, caption, content = _draw_low_note(low_rng, cfg)
         if held_out(kind, params):
             held += 1
             continue  # never written: the evaluation draws its own held-out prompts
