@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -27,30 +28,21 @@ OVERLAP, CROSSFADE = 2.56, 1.28
 PROMPTS = ("drum kit, rock beat, 120 BPM", "rain texture", "violin, A4 note")
 
 
-def _profile(audio: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The squared sample-to-sample difference (channel mean), its median RMS in 40 ms frames, and
-    the frame length: computed once per output, then read at any point."""
+def roughness_at(audio: torch.Tensor, points: Iterable[int], rate: int) -> np.ndarray:
+    """The roughness at `points` (sample indices) of (channels, samples) audio; the difference
+    profile and its median are computed once per call, however many points."""
     diff = audio.diff(dim=-1).pow(2).mean(0)
     frame = int(0.04 * rate)
     frames = diff[: diff.numel() // frame * frame].reshape(-1, frame).mean(-1).sqrt()
-    return diff, frames.median().clamp(min=1e-8), frame
-
-
-def _at(profile: tuple[torch.Tensor, torch.Tensor, int], point: int) -> float:
-    diff, median, frame = profile
-    return float(diff[max(0, point - frame // 2) : point + frame // 2].mean().sqrt() / median)
-
-
-def roughness(audio: torch.Tensor, points: list[int], rate: int) -> float:
-    """The largest roughness at `points` (sample indices) of (channels, samples) audio."""
-    profile = _profile(audio, rate)
-    return max(_at(profile, p) for p in points)
+    median = frames.median().clamp(min=1e-8)
+    return np.array(
+        [float(diff[max(0, p - frame // 2) : p + frame // 2].mean().sqrt() / median) for p in points]
+    )
 
 
 def roughness_everywhere(audio: torch.Tensor, rate: int) -> np.ndarray:
     """The same measure centred every 10 ms across the output: how rough the audio itself is."""
-    profile = _profile(audio, rate)
-    return np.array([_at(profile, p) for p in range(rate // 50, audio.shape[-1], rate // 100)])
+    return roughness_at(audio, range(rate // 50, audio.shape[-1], rate // 100), rate)
 
 
 def join_points(model: StableAudioModel, length: int) -> list[int]:
@@ -72,7 +64,9 @@ def unjoined(model: StableAudioModel, prompt: str, seeds: range) -> np.ndarray:
     rate, out = model.sample_rate, []
     for seed in seeds:
         plain = model.generate(prompt, duration=model.max_duration, seed=seed, progress=False, **FAST)[0]
-        out += [roughness(plain, [int(t * rate)], rate) for t in (model.max_duration - CROSSFADE, OVERLAP)]
+        out += list(
+            roughness_at(plain, [int(t * rate) for t in (model.max_duration - CROSSFADE, OVERLAP)], rate)
+        )
     return np.array(out)
 
 
@@ -80,7 +74,7 @@ def measure(model: StableAudioModel, prompt: str) -> dict:
     """One prompt at 5x the maximum (seed 1): the joins, the output everywhere, plain windows."""
     rate = model.sample_rate
     audio = generate_long(model, prompt, 5 * model.max_duration, seed=1, overlap=OVERLAP, **FAST)
-    joins = np.array([roughness(audio, [p], rate) for p in join_points(model, audio.shape[-1])])
+    joins = roughness_at(audio, join_points(model, audio.shape[-1]), rate)
     around = roughness_everywhere(audio, rate)
     plain = unjoined(model, prompt, range(1, 6))
     return {
