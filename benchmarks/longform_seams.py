@@ -61,13 +61,13 @@ def join_points(model: StableAudioModel, length: int) -> list[int]:
 def unjoined(model: StableAudioModel, prompt: str, seeds: range) -> np.ndarray:
     """The measure at the window positions where the joins fall (the crossfade's start in the
     outgoing window, its end in the incoming one), in plain windows that have no join there."""
-    rate, out = model.sample_rate, []
+    rate = model.sample_rate
+    points = [int(t * rate) for t in (model.max_duration - CROSSFADE, OVERLAP)]
+    out = []
     for seed in seeds:
         plain = model.generate(prompt, duration=model.max_duration, seed=seed, progress=False, **FAST)[0]
-        out += list(
-            roughness_at(plain, [int(t * rate) for t in (model.max_duration - CROSSFADE, OVERLAP)], rate)
-        )
-    return np.array(out)
+        out.append(roughness_at(plain, points, rate))
+    return np.concatenate(out)
 
 
 def measure(model: StableAudioModel, prompt: str) -> dict:
