@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ if CHROMIUM is None:
 from conftest import checkpoint_dir  # noqa: E402
 
 from stable_audio_3 import StableAudioModel  # noqa: E402
-from stable_audio_3.apps.ui import build_app, parse_regions  # noqa: E402
+from stable_audio_3.apps.ui import _next_event, build_app, parse_regions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # a browser and a server: minutes on 2 cores, not the everyday loop
@@ -60,18 +61,29 @@ def page(tmp_path_factory):
 
 
 def _set_number(page, elem: str, value: float) -> None:
+    """Type a number into a slider's box and wait until the page's state holds it.
+
+    The state (what a click sends) has taken the value once the slider's range input shows it.
+    Under load that lags the typed number, and CI once saw it not arrive in 10 s at all, just after
+    an accordion opened and "send to init audio" filled the component above; so the number is
+    typed again, as a user would, until the range input shows it.
+    """
     box = page.locator(f"#{elem} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-    # The page's state (what a click sends) has taken the value once a slider's range input shows
-    # it; under load that can lag the typed number, and clicking earlier would send the old value.
-    page.wait_for_function(
+    shows = (
         "([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
-        " return !!r && Math.abs(parseFloat(r.value) - v) < 1e-9; }",
-        arg=[elem, value],
-        timeout=10_000,
+        " return !!r && Math.abs(parseFloat(r.value) - v) < 1e-9; }"
     )
+    for _ in range(4):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function(shows, arg=[elem, value], timeout=5_000)
+            return
+        except playwright.TimeoutError:
+            pass
+    seen = page.evaluate("id => [...document.querySelectorAll(`#${id} input`)].map(i => i.value)", elem)
+    raise AssertionError(f"the #{elem} slider never showed {value}; its inputs hold {seen}")
 
 
 def _generate(page, previous: str | None = None) -> dict:
@@ -155,6 +167,18 @@ def test_cancel_stops_a_long_run(page) -> None:
         "?.includes('cancelled')",
         timeout=60_000,
     )
+
+
+def test_a_slow_page_skips_to_the_newest_preview_or_the_end() -> None:
+    events: queue.Queue = queue.Queue()
+    for step in (1, 2, 3):
+        events.put(("preview", None, step))
+    assert _next_event(events) == ("preview", None, 3)  # stale previews are dropped
+    events.put(("preview", None, 4))
+    events.put(("error", "cancelled"))
+    events.put(("preview", None, 5))
+    assert _next_event(events) == ("error", "cancelled")  # a cancel is never queued behind previews
+    assert _next_event(events) == ("preview", None, 5)
 
 
 def test_regions_are_parsed_with_clear_errors() -> None:

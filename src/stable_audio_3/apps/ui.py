@@ -145,6 +145,19 @@ def _per_lora(values: list, count: int, what: str) -> list:
     return values * count if len(values) == 1 else values
 
 
+def _next_event(events: queue.Queue) -> tuple:
+    """The next event worth showing: the newest preview waiting, or the result or error as soon as
+    it is queued. Decoding a preview can be slower than a sampling step; shown one by one, the
+    previews would leave the page, and a cancel's message, further and further behind."""
+    event = events.get()
+    while event[0] == "preview":
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            break
+    return event
+
+
 def _run(session: _Session, v: dict[str, Any], preview_every: int, progress: Any):
     """Generate in a worker thread; yield (status, preview) while sampling, then the result."""
     from stable_audio_3.apps.outputs import plan_outputs, write_outputs
@@ -170,7 +183,7 @@ def _run(session: _Session, v: dict[str, Any], preview_every: int, progress: Any
 
     threading.Thread(target=work, daemon=True).start()
     while True:
-        kind, *payload = events.get()
+        kind, *payload = _next_event(events)
         if kind == "preview":
             latents, step = payload
             audio = model.autoencoder.decode(latents.to(next(model.autoencoder.parameters()).dtype))
