@@ -118,6 +118,27 @@ def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero(total: int, war
         assert f == [1.0] * total
 
 
+@given(st.integers(2, 300), st.integers(0, 50), st.data())
+def test_a_cooldown_ending_early_gives_the_schedule_of_a_resumed_run(total: int, warmup: int, data) -> None:
+    decay = data.draw(st.integers(1, total // 2))
+    end = data.draw(st.integers(decay, total - decay))
+    one_run = [lr_factor(step, warmup, total, decay, (end,)) for step in range(total)]
+    first = [lr_factor(step, warmup, end, decay) for step in range(end)]  # the run to `end` ...
+    resumed = [lr_factor(step, warmup, total, decay) for step in range(end, total)]  # ... resumed
+    assert one_run == first + resumed
+    assert max(one_run[end - 1], one_run[-1]) <= 1.0 / decay + 1e-12  # both cool-downs end
+
+
+def test_cooldowns_are_checked_against_the_run(data: Path, tmp_path: Path) -> None:
+    config = _pretrain_config(data, tmp_path / "ok", steps=10, decay_steps=2, cooldowns=("4", 7))
+    assert config.cooldowns == (4, 7)  # flags give text, config files integers
+    for bad, match in ((("x",), "step numbers"), ((1,), r"\[2, 8\]"), ((5, 6), r"\[7, 8\]"), ((9,), "8")):
+        with pytest.raises(ArgumentValueError, match=match):
+            _pretrain_config(data, tmp_path / "bad", steps=10, decay_steps=2, cooldowns=bad)
+    with pytest.raises(ArgumentValueError, match="decay_steps > 0"):
+        _pretrain_config(data, tmp_path / "bad", steps=10, cooldowns=(4,))
+
+
 def test_pretraining_logs_the_cooled_down_learning_rate(data: Path, tmp_path: Path) -> None:
     pretrain(_pretrain_config(data, tmp_path / "run", steps=6, decay_steps=3, batch_size=2))
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -139,6 +160,24 @@ def test_a_resumed_pretraining_run_continues_with_the_same_steps_and_losses(
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
     a = StableAudioModel.from_pretrained(tmp_path / "straight" / "checkpoint", device="cpu")
     b = StableAudioModel.from_pretrained(tmp_path / "resumed" / "checkpoint", device="cpu")
+    args = {"prompt": "tone", "duration": 0.5, "steps": 2, "seed": 1, "progress": False}
+    assert torch.equal(a.generate(**args), b.generate(**args))
+
+
+@pytest.mark.slow
+def test_one_run_with_an_early_cooldown_is_the_resumed_run(data: Path, tmp_path: Path) -> None:
+    """How the demo's stage 1 was first run (3500 steps, then resumed to 5500) in one command."""
+    # The first of the two runs also writes samples at its end: they must not touch the run's streams.
+    options = {"checkpoint_every": 3, "batch_size": 2, "decay_steps": 2, "sample_prompts": ("tone",)}
+    pretrain(_pretrain_config(data, tmp_path / "one", steps=6, cooldowns=(3,), **options))
+    pretrain(_pretrain_config(data, tmp_path / "two", steps=3, **options))
+    pretrain(_pretrain_config(data, tmp_path / "two", steps=6, resume=True, **options))
+    logs = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("one", "two")]
+    one, two = ([(e["step"], e["loss"], e["lr"]) for e in map(json.loads, log)] for log in logs)
+    assert one == two
+    assert [lr for *_, lr in one] == pytest.approx([1e-3, 1e-3, 1e-3 / 2, 1e-3, 1e-3, 1e-3 / 2])
+    a = StableAudioModel.from_pretrained(tmp_path / "one" / "checkpoint", device="cpu")
+    b = StableAudioModel.from_pretrained(tmp_path / "two" / "checkpoint", device="cpu")
     args = {"prompt": "tone", "duration": 0.5, "steps": 2, "seed": 1, "progress": False}
     assert torch.equal(a.generate(**args), b.generate(**args))
 

@@ -254,13 +254,16 @@ def forked_rng(seed: int) -> Iterator[None]:
         yield
 
 
-def lr_factor(step: int, warmup: int, total: int, decay: int) -> float:
+def lr_factor(step: int, warmup: int, total: int, decay: int, cooldowns: tuple[int, ...] = ()) -> float:
     """The learning rate of (0-based) `step` over the peak: a linear warm-up over `warmup` steps,
     constant, then a linear cool-down over the last `decay` of `total` steps (the last at 1/decay). The
-    cool-down is what a fixed budget gains from (a constant rate never settles)."""
+    cool-down is what a fixed budget gains from (a constant rate never settles). `cooldowns` are
+    earlier steps where a cool-down also ends, the rate back at its peak after each: one run then
+    follows the schedule of a run resumed with more steps (`steps` raised, `resume`)."""
     factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
     if decay and total:
-        factor = min(factor, max(0.0, (total - step) / decay))
+        end = min([e for e in cooldowns if e > step] + [total])
+        factor = min(factor, max(0.0, (end - step) / decay))
     return factor
 
 
@@ -277,10 +280,12 @@ class Optimisation:
         warmup_steps: int = 0,
         before_step: Callable[[], None] | None = None,
         decay_steps: int = 0,
+        cooldowns: tuple[int, ...] = (),
     ) -> None:
         self.params = params
         self.before_step = before_step  # e.g. averaging gradients FSDP does not reduce
         self.lr, self.warmup_steps, self.decay_steps = cfg.lr, warmup_steps, decay_steps
+        self.cooldowns = tuple(cooldowns)
         self.max_grad_norm = float(getattr(cfg, "max_grad_norm", 0.0))
         self.grad_norm = 0.0  # of the last step, before clipping (0 when not clipping)
         self.total_steps = int(getattr(cfg, "steps", 0))
@@ -306,7 +311,9 @@ class Optimisation:
         if self.max_grad_norm > 0:  # a rare huge batch loss then moves the weights by a bounded step
             self.grad_norm = sharding.clip_grad_norm(self.params, self.max_grad_norm)
         if self.warmup_steps or self.decay_steps:  # a function of the step alone (exact on resume)
-            factor = lr_factor(self.step, self.warmup_steps, self.total_steps, self.decay_steps)
+            factor = lr_factor(
+                self.step, self.warmup_steps, self.total_steps, self.decay_steps, self.cooldowns
+            )
             for group in self.opt.param_groups:
                 group["lr"] = self.lr * factor
         self.opt.step()

@@ -47,6 +47,7 @@ class PretrainConfig(DiTRunOptions):
     lr: float = 1e-4
     warmup_steps: int = 0
     decay_steps: int = 0  # linear cool-down of the learning rate to zero over the last N steps
+    cooldowns: tuple[int, ...] = ()  # earlier steps where a cool-down of decay_steps also ends
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
@@ -70,6 +71,8 @@ class PretrainConfig(DiTRunOptions):
         "duration": "crop length in seconds (shorter clips are padded, variable length)",
         "warmup_steps": "linear learning-rate warm-up over this many steps (0: none)",
         "decay_steps": "linear learning-rate cool-down to zero over the last N steps (0: none)",
+        "cooldowns": "earlier steps where a cool-down of decay_steps also ends, the rate back at its peak "
+        "after each (one run follows the schedule of a run resumed with more steps)",
         "ema_decay": "EMA of the weights written to the checkpoint (0: no EMA)",
         "ot_coupling": "pair noise to latents by minibatch optimal transport (Sinkhorn)",
         "padding_augment_seconds": "mean of the exponential extension of each valid length",
@@ -96,12 +99,34 @@ class PretrainConfig(DiTRunOptions):
         check_number("context_share", self.context_share, low=0.0, high=1.0)
         self.sample_prompts = tuple(self.sample_prompts)
         self.oversample = tuple(self.oversample)
+        self.cooldowns = parse_cooldowns(self.cooldowns, self.decay_steps, self.steps)
         parse_oversample(self.oversample)  # checked here, so a bad value fails before any work
 
     @property
     def oversample_factors(self) -> dict[str, float]:
         """`oversample` as {text: factor}."""
         return parse_oversample(self.oversample)
+
+
+def parse_cooldowns(items: tuple, decay_steps: int, steps: int) -> tuple[int, ...]:
+    """`cooldowns` as increasing step numbers, each with room for a whole cool-down before it and
+    before the run's end; flags give them as text ("3500"), config files as integers."""
+    out: list[int] = []
+    for item in items:
+        try:
+            value = int(str(item), 10)
+        except ValueError:
+            raise ArgumentValueError(f"cooldowns: expected step numbers, got {item!r}") from None
+        low = (out[-1] if out else 0) + decay_steps
+        if not low <= value <= steps - decay_steps:
+            raise ArgumentValueError(
+                f"cooldowns: {item!r} must lie in [{low}, {steps - decay_steps}] (a whole cool-down of "
+                f"decay_steps={decay_steps} after the previous end and before the run's end at {steps})"
+            )
+        out.append(value)
+    if out and not decay_steps:
+        raise ArgumentValueError("cooldowns needs decay_steps > 0 (the length of each cool-down)")
+    return tuple(out)
 
 
 def parse_oversample(items: tuple[str, ...]) -> dict[str, float]:
@@ -221,7 +246,14 @@ def _optimisation(cfg: PretrainConfig, params, rank: int, world: int, out: Path,
     average = loop.gradient_averaging(params, world) if fsdp else None  # else DDP averages
     path = loop.state_file(out, rank, fsdp)
     return loop.Optimisation(
-        params, cfg, rank, path, cfg.warmup_steps, before_step=average, decay_steps=cfg.decay_steps
+        params,
+        cfg,
+        rank,
+        path,
+        cfg.warmup_steps,
+        before_step=average,
+        decay_steps=cfg.decay_steps,
+        cooldowns=cfg.cooldowns,
     )
 
 
