@@ -166,7 +166,8 @@ def test_a_resumed_pretraining_run_continues_with_the_same_steps_and_losses(
 
 @pytest.mark.slow
 def test_one_run_with_an_early_cooldown_is_the_resumed_run(data: Path, tmp_path: Path) -> None:
-    """How the demo's stage 1 was first run (3500 steps, then resumed to 5500) in one command."""
+    """An early cooldown in one command is the run stopped there and resumed (how an earlier demo
+    stage 1 was run: 3500 steps, then resumed to 5500)."""
     # The first of the two runs also writes samples at its end: they must not touch the run's streams.
     options = {"checkpoint_every": 3, "batch_size": 2, "decay_steps": 2, "sample_prompts": ("tone",)}
     pretrain(_pretrain_config(data, tmp_path / "one", steps=6, cooldowns=(3,), **options))
