@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,10 +60,16 @@ def start_processes(device: str | torch.device | None) -> tuple[int, int, str | 
 
 
 def stop_processes(world: int) -> None:
+    """Leave the process group (called from the trainers' `finally`). After a clean run every rank
+    first meets the others at a barrier, so none tears its gloo connections down while a peer's last
+    collective (an FSDP state-dict gather) is still in flight, which can abort the peer; after an
+    exception it leaves at once, as a barrier could wait forever on a rank that died."""
     if world > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if sys.exc_info()[0] is None:
+                dist.barrier()
             dist.destroy_process_group()
 
 
