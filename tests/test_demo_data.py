@@ -18,7 +18,15 @@ pytest.importorskip("pretty_midi")
 
 from stable_audio_3.training import DemoDataConfig, make_demo_data  # noqa: E402
 from stable_audio_3.training.dataset import find_clips  # noqa: E402
-from stable_audio_3.training.demo_data import KINDS, _drums, draw_prompts, held_out  # noqa: E402
+from stable_audio_3.training.demo_data import (  # noqa: E402
+    INSTRUMENTS,
+    KINDS,
+    _drums,
+    _Renderer,
+    _wave,
+    draw_prompts,
+    held_out,
+)
 
 
 def _make(folder: Path, seed: int = 3, count: int = 36) -> Path:
@@ -107,3 +115,44 @@ def test_low_notes_are_appended_in_each_instruments_lowest_octave(tmp_path: Path
         assert np.abs(sf.read(str(more.parent / row["path"]))[0]).max() > 0.01
     with pytest.raises(ValueError, match="low_notes"):
         DemoDataConfig(low_notes=-1)
+
+
+def _level_db(wave: np.ndarray, hz: float) -> float:
+    """The spectrum's strongest bin within 3 % of `hz`, in dB below the strongest bin overall."""
+    mono = wave.mean(1) * np.hanning(len(wave))
+    spec = np.abs(np.fft.rfft(mono))
+    freqs = np.fft.rfftfreq(len(mono), 1 / 16000)
+    band = spec[(freqs > 0.97 * hz) & (freqs < 1.03 * hz)]
+    return float(20 * np.log10(band.max() / spec.max()))
+
+
+@pytest.mark.parametrize("program", sorted(INSTRUMENTS))
+def test_with_sounding_pitch_every_instrument_sounds_the_note_its_caption_names(program: int) -> None:
+    """The named note's fundamental is there and nothing repeats an octave below it; without the
+    option the church organ keeps the soundfont's rank an octave below its key (the default data)."""
+    renderer = _Renderer(16000)
+    low = 36 if program == 32 else 48
+    for root in (low, low + 23):
+        params, events, hz = (
+            {"program": program, "root": root},
+            [(0.0, 1.6, root, 100)],
+            440.0 * 2 ** ((root - 69) / 12),
+        )
+        wave = _wave(renderer, "note", 2.0, params, events, True)[1600:]
+        assert _level_db(wave, hz) > -30, (INSTRUMENTS[program][0], root)
+        assert _level_db(wave, hz / 2) < -25, (INSTRUMENTS[program][0], root)
+        plain = _wave(renderer, "note", 2.0, params, events, False)[1600:]
+        assert (_level_db(plain, hz / 2) > -20) == (program == 19), (INSTRUMENTS[program][0], root)
+
+
+def test_sounding_pitch_changes_only_the_organ_audio(tmp_path: Path) -> None:
+    config = {"count": 40, "seed": 5, "progress": False}
+    on = make_demo_data(DemoDataConfig(output=str(tmp_path / "on"), sounding_pitch=True, **config))
+    off = make_demo_data(DemoDataConfig(output=str(tmp_path / "off"), **config))
+    assert on.read_text() == off.read_text()
+    rows = [json.loads(line) for line in on.read_text().splitlines()]
+    assert any(r.get("program") == 19 for r in rows)
+    for row in rows:
+        a, b = sf.read(str(on.parent / row["path"]))[0], sf.read(str(off.parent / row["path"]))[0]
+        r = np.corrcoef(a[1600:, 0], b[1600:, 0])[0, 1]  # past the last clip's tail, as above
+        assert (r < 0.9) if row.get("program") == 19 else (r > 0.9999), (row["caption"], r)

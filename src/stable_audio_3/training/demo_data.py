@@ -47,6 +47,9 @@ INSTRUMENTS = {
     73: ("flute", "tonal"),
     80: ("square lead", "tonal"),
 }
+# Keys played above the named pitch with `sounding_pitch`: TimGM6mb's church organ sounds a 16-foot
+# rank an octave below its key (its waveform repeats at half the key's frequency).
+KEY_SHIFT = {19: 12}
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 CHORDS = {"major": (0, 4, 7), "minor": (0, 3, 7), "seventh": (0, 4, 7, 10)}
 DRUM_PATTERNS = {  # 16th-note grid: (GM percussion key, steps)
@@ -74,6 +77,7 @@ class DemoDataConfig:
     peak: float = 0.8  # every clip is scaled to this peak (the soundfont renders quietly)
     drum_offsets: bool = False
     low_notes: int = 0
+    sounding_pitch: bool = False
     progress: bool = True
 
     HELP: ClassVar[dict[str, str]] = {
@@ -81,6 +85,8 @@ class DemoDataConfig:
         "count": "clips to write (held-out combinations are listed in the manifest, not written)",
         "drum_offsets": "start each drum pattern at a random point of its bar (default: on the downbeat)",
         "low_notes": "extra single-note clips in each instrument's lowest octave, written after the others",
+        "sounding_pitch": "play the church organ an octave up, so it sounds the note its caption names "
+        "(the soundfont's organ sounds an octave below its key; default: the key as named)",
     }
 
     def __post_init__(self) -> None:
@@ -289,14 +295,23 @@ def draw_prompts(
         if held_out(kind, params) == (split == "held_out"):
             rows.append({"caption": caption, "kind": kind, "seconds": seconds, **params})
             if renderer is not None:
-                rows[-1]["wave"] = _finish(_wave(renderer, kind, seconds, params, content), cfg)
+                rows[-1]["wave"] = _finish(
+                    _wave(renderer, kind, seconds, params, content, cfg.sounding_pitch), cfg
+                )
     return rows
 
 
-def _wave(renderer: _Renderer, kind: str, seconds: float, params: dict[str, Any], content: Any) -> np.ndarray:
+def _wave(
+    renderer: _Renderer, kind: str, seconds: float, params: dict[str, Any], content: Any, shift_keys: bool
+) -> np.ndarray:
+    """A clip's audio; `shift_keys` plays each instrument's notes `KEY_SHIFT` semitones up."""
     if kind == "sfx":
         return content
-    return renderer.render(content, seconds, params.get("program", 0), kind == "drums")
+    if kind == "drums":
+        return renderer.render(content, seconds, 0, True)
+    shift = KEY_SHIFT.get(params["program"], 0) if shift_keys else 0
+    events = [(t, d, key + shift, v) for t, d, key, v in content]
+    return renderer.render(events, seconds, params["program"], False)
 
 
 def _finish(wave: np.ndarray, cfg: DemoDataConfig) -> np.ndarray:
@@ -325,7 +340,7 @@ def make_demo_data(cfg: DemoDataConfig) -> Path:
         if held_out(kind, params):
             held += 1
             continue  # never written: the evaluation draws its own held-out prompts
-        wave = _finish(_wave(renderer, kind, seconds, params, content), cfg)
+        wave = _finish(_wave(renderer, kind, seconds, params, content, cfg.sounding_pitch), cfg)
         name = f"{len(rows):05d}_{kind}"
         sf.write(str(out / f"{name}.wav"), wave, cfg.sample_rate, subtype="PCM_16")
         (out / f"{name}.txt").write_text(caption)
