@@ -145,11 +145,8 @@ def test_with_sounding_pitch_every_instrument_sounds_the_note_its_caption_names(
     renderer = _Renderer(16000)
     low = 36 if program == 32 else 48
     for root in (low, low + 23):
-        params, events, hz = (
-            {"program": program, "root": root},
-            [(0.0, 1.6, root, 100)],
-            440.0 * 2 ** ((root - 69) / 12),
-        )
+        params, events = {"program": program, "root": root}, [(0.0, 1.6, root, 100)]
+        hz = 440.0 * 2 ** ((root - 69) / 12)
         wave = _wave(renderer, "note", 2.0, params, events, True)[1600:]
         assert _level_db(wave, hz) > -30, (INSTRUMENTS[program][0], root)
         assert _level_db(wave, hz / 2) < -25, (INSTRUMENTS[program][0], root)
