@@ -7,35 +7,17 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from test_stages import _post_config, _pretrain_config
+from test_stages import _distill_config, _post_config, _pretrain_config
 from test_training import _write_clips
 
-from stable_audio_3.training import (
-    DistillConfig,
-    ExportConfig,
-    distill,
-    export_checkpoint,
-    post_train,
-    pretrain,
-)
+from stable_audio_3.training import ExportConfig, distill, export_checkpoint, post_train, pretrain
 
 
 def _chain(data: Path, out: Path, seed: int) -> Path:
     small = {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "seed": seed}
     teacher = pretrain(_pretrain_config(data, out / "pretrain", **small))
     student = distill(
-        DistillConfig(
-            teacher=str(teacher),
-            data=str(data),
-            output=str(out / "distill"),
-            teacher_steps=2,
-            trajectories=2,
-            duration=0.5,
-            lr=1e-3,
-            device="cpu",
-            progress=False,
-            **small,
-        )
+        _distill_config(data, out / "distill", teacher=str(teacher), teacher_steps=2, trajectories=2, **small)
     )
     final = post_train(_post_config(data, out / "post_train", model=str(student), **small))
     return export_checkpoint(ExportConfig(model=str(final), output=str(out / "export")))

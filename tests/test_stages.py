@@ -226,21 +226,17 @@ def test_the_distilled_student_lands_nearer_the_teachers_ode_in_8_steps(data: Pa
     held-out prompts, seeds and durations, the student's 8 Euler steps without CFG end nearer the
     teacher's 50-step result than the teacher's own 8 steps."""
     teacher_dir = checkpoint_dir("B")
-    cfg = DistillConfig(
+    cfg = _distill_config(
+        data,
+        tmp_path / "run",
         teacher=str(teacher_dir),
-        data=str(data),
-        output=str(tmp_path / "run"),
         teacher_steps=50,
         trajectories=24,
         duration=1.0,
         steps=120,
         batch_size=4,
-        lr=1e-3,
         ema_decay=0.0,
-        seed=0,
         checkpoint_every=60,
-        device="cpu",
-        progress=False,
         sample_prompts=("a 220 hertz tone",),
     )
     student_dir = distill(cfg)
@@ -258,26 +254,12 @@ def test_the_distilled_student_lands_nearer_the_teachers_ode_in_8_steps(data: Pa
 
 @pytest.mark.slow
 def test_distillation_reuses_its_cached_trajectories_and_resumes(data: Path, tmp_path: Path) -> None:
-    options = {
-        "teacher": str(checkpoint_dir("B")),
-        "data": str(data),
-        "output": str(tmp_path / "run"),
-        "teacher_steps": 4,
-        "trajectories": 4,
-        "duration": 0.5,
-        "batch_size": 2,
-        "lr": 1e-3,
-        "seed": 0,
-        "checkpoint_every": 2,
-        "device": "cpu",
-        "progress": False,
-    }
-    distill(DistillConfig(**options, steps=2))
+    distill(_distill_config(data, tmp_path / "run", steps=2))
     cache = next((tmp_path / "run").glob("trajectories-*.safetensors"))
     stamp = cache.stat().st_mtime_ns
-    distill(DistillConfig(**options, steps=4, resume=True))
+    distill(_distill_config(data, tmp_path / "run", steps=4, resume=True))
     assert cache.stat().st_mtime_ns == stamp
-    distill(DistillConfig(**(options | {"output": str(tmp_path / "straight")}), steps=4))
+    distill(_distill_config(data, tmp_path / "straight", steps=4))
     assert _losses(tmp_path / "run") == _losses(tmp_path / "straight")
 
 
@@ -285,20 +267,37 @@ def test_distillation_reuses_its_cached_trajectories_and_resumes(data: Path, tmp
 def test_a_teacher_retrained_in_place_gets_new_trajectories(data: Path, tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
     shutil.copytree(checkpoint_dir("B"), teacher)
-    options = {"teacher": str(teacher), "data": str(data), "output": str(tmp_path / "run"), "steps": 1}
-    options |= {"teacher_steps": 2, "trajectories": 2, "duration": 0.5, "batch_size": 2}
-    options |= {"device": "cpu", "progress": False, "seed": 0}
-    distill(DistillConfig(**options))
+    options = {"teacher": str(teacher), "steps": 1, "teacher_steps": 2, "trajectories": 2}
+    distill(_distill_config(data, tmp_path / "run", **options))
     weights = load_file(str(teacher / "model.safetensors"))
     save_file(
         {k: v * 1.01 if v.is_floating_point() else v for k, v in weights.items()},
         str(teacher / "model.safetensors"),
     )
-    distill(DistillConfig(**options))
+    distill(_distill_config(data, tmp_path / "run", **options))
     caches = sorted((tmp_path / "run").glob("trajectories-*.safetensors"))
     assert len(caches) == 2
     first, second = (load_file(str(c)) for c in caches)
     assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def _distill_config(data: Path, out: Path, **overrides) -> DistillConfig:
+    options = {
+        "teacher": str(checkpoint_dir("B")),
+        "data": str(data),
+        "output": str(out),
+        "teacher_steps": 4,
+        "trajectories": 4,
+        "duration": 0.5,
+        "steps": 4,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "device": "cpu",
+        "progress": False,
+    }
+    return DistillConfig(**(options | overrides))
 
 
 def _post_config(data: Path, out: Path, **overrides) -> PostTrainConfig:
