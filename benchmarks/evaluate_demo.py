@@ -4,14 +4,16 @@
     python benchmarks/evaluate_demo.py [--model demo] [--prompts 120] [--images docs/images]
 
 Prompts are drawn from the held-out split of the demo dataset (instrument x pitch and pattern x tempo
-combinations whose captions never occur in training), plus effect prompts (effects are not split).
+combinations whose captions never occur in training), plus effect prompts (effects are not split);
+`--split train` draws them from the training split instead, to tell underfitting from generalising.
 Each generated clip is measured, and so is the reference render of the same prompt (the measure's own
-ceiling): pitch of note and chord prompts (pyin, within a semitone; chord roots by pitch class),
-tempo of drum prompts (beat tracker, within 5 %, strict and allowing the tracker's double/half
-errors), family (tonal / percussive / noise, a nearest-centroid rule fitted on training-split
-renders). Inpainting: the MR-STFT distance of the kept regions to the autoencoder's reconstruction of
-the source, and of the filled regions to the source. Continuation: the seam's spectral flux over the
-clip's median flux. Speed: 10 s of audio end to end. Prints a table, writes JSON and spectrograms.
+ceiling): pitch of note and chord prompts (pyin, within a semitone; chord roots by pitch class), how
+much of a single note's energy lies off its harmonics, tempo of drum prompts (beat tracker, within
+5 %, strict and allowing the tracker's double/half errors), family (tonal / percussive / noise, a
+nearest-centroid rule fitted on training-split renders). Inpainting: the MR-STFT distance of the kept
+regions to the autoencoder's reconstruction of the source, and of the filled regions to the source.
+Continuation: the seam's spectral flux over the clip's median flux. Speed: 10 s of audio end to end.
+Prints a table, writes JSON and spectrograms.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def _measure(row: dict, wave: np.ndarray, rate: int, rule: dm.FamilyRule) -> dic
         midi = dm.pitch_midi(wave, rate)
         out["pitch"] = midi
         out["pitch_ok"] = dm.pitch_right(midi, row["root"], row["kind"] == "chord")
+    if row["kind"] == "note":
+        out["off_harmonic_db"] = dm.off_harmonic_db(wave, rate, row["root"])
     if row["kind"] == "drums":
         bpm = dm.tempo_bpm(wave, rate)
         out["tempo"] = bpm
@@ -77,13 +81,18 @@ def _rate(results: list[dict], key: str) -> dict:
     return {"ok": int(sum(values)), "n": len(values), "rate": rate}
 
 
+def _median(results: list[dict], key: str = "off_harmonic_db") -> float:
+    values = [r[key] for r in results if key in r]
+    return float(np.median(values)) if values else float("nan")
+
+
 def prompt_following(model: StableAudioModel, args: argparse.Namespace) -> dict:
     rate = model.sample_rate
     train = draw_prompts(150, seed=args.seed + 1, split="train", render=True, sample_rate=rate)
     rule = dm.FamilyRule(
         [dm.family_features(r["wave"], rate) for r in train], [family(r["kind"], r) for r in train]
     )
-    rows = draw_prompts(args.prompts, seed=args.seed, render=True, sample_rate=rate)
+    rows = draw_prompts(args.prompts, seed=args.seed, split=args.split, render=True, sample_rate=rate)
     effects = [r for r in draw_prompts(200, seed=args.seed + 2, split="train", sample_rate=rate, render=True)]
     rows += [r for r in effects if r["kind"] == "sfx"][: args.effects]
     draws: list[list[dict]] = [[] for _ in range(args.draws)]
@@ -98,10 +107,11 @@ def prompt_following(model: StableAudioModel, args: argparse.Namespace) -> dict:
         print(f"\r{i + 1}/{len(rows)} prompts", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     report = {
-        "held_out_prompts": args.prompts,
+        f"{args.split}_prompts": args.prompts,
         "effect_prompts": len(rows) - args.prompts,
         "generated": {k: _rate(draws[0], k) for k in MEASURES},
         "reference_renders": {k: _rate(reference, k) for k in MEASURES},
+        "off_harmonic_db_median": {"generated": _median(draws[0]), "reference_renders": _median(reference)},
         "items": draws[0],
     }
     if args.draws > 1:
@@ -216,6 +226,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="demo")
     p.add_argument("--prompts", type=int, default=120, help="held-out prompts")
+    p.add_argument(
+        "--split",
+        default="held_out",
+        choices=["held_out", "train"],
+        help="draw the prompts from the training split instead: does a miss come from generalising?",
+    )
     p.add_argument("--effects", type=int, default=20, help="effect prompts (family only)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument(
@@ -271,6 +287,12 @@ def _print(report: dict) -> None:
             print(
                 f"| {name} | {g[key]['ok']}/{g[key]['n']} ({100 * g[key]['rate']:.0f} %) | "
                 f"{r[key]['ok']}/{r[key]['n']} ({100 * r[key]['rate']:.0f} %) | {threshold} |"
+            )
+        off = report["prompts"].get("off_harmonic_db_median")
+        if off:
+            print(
+                f"| single notes: energy off the harmonics (median, dB; lower is cleaner) | "
+                f"{off['generated']:.1f} | {off['reference_renders']:.1f} | |"
             )
         for key, d in report["prompts"].get("over_draws", {}).items():
             per_draw = ", ".join(str(c) for c in d["ok_per_draw"])

@@ -79,6 +79,15 @@ def test_family_rule_separates_tones_clicks_and_noise() -> None:
     assert rule(dm.family_features((0.3 * rng.standard_normal(2 * RATE)).astype(np.float32), RATE)) == "noise"
 
 
+def test_off_harmonic_energy_tells_a_clean_note_from_a_smeared_one():
+    clean = dm.off_harmonic_db(_tone(60), RATE, 60)
+    noise = np.random.default_rng(0).standard_normal(2 * RATE).astype(np.float32)
+    noisy = dm.off_harmonic_db(_tone(60) + 0.1 * noise, RATE, 60)
+    beside = dm.off_harmonic_db(_tone(60) + _tone(61), RATE, 60)  # as loud a semitone above
+    assert clean < -40 and -25 < noisy < -10 and -3 < beside < 3
+    assert dm.off_harmonic_db(_tone(60), RATE, 61) > 20  # a semitone off: nearly all energy is off
+
+
 def test_spectrogram_image(tmp_path: Path) -> None:
     from PIL import Image
 
