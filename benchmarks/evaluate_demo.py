@@ -225,7 +225,7 @@ def speed(model: StableAudioModel, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="demo")
-    p.add_argument("--prompts", type=int, default=120, help="held-out prompts")
+    p.add_argument("--prompts", type=int, default=120, help="prompts drawn from the split")
     p.add_argument(
         "--split",
         default="held_out",
